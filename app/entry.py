@@ -1,0 +1,40 @@
+"""The `potluck` program: one executable, two roles.
+
+With no arguments (or `gui`) it opens the desktop app; any other first argument is a sub-command of the
+headless CLI (`serve`, `generate`, `node`, `demo`, ...). The GUI branch never imports torch, transformers or
+hivemind; the CLI branch never imports Qt.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    multiprocessing.freeze_support()  # a frozen build re-enters here for multiprocessing children
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] == "gui" or argv[0].startswith("-psn"):  # -psn_*: macOS Finder launch
+        from app.main import run_gui
+
+        return run_gui(argv[1:] if argv and argv[0] == "gui" else [])
+    _quiet_engine_defaults()
+    from core.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+def _quiet_engine_defaults() -> None:
+    """Environment the engine reads when its libraries load; the user's own settings win."""
+    import os
+
+    # Idle OpenMP workers otherwise spin ~4 ms after each op and steal the next process's core (ENGINE_NOTES.md).
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    os.environ.setdefault("HIVEMIND_LOGLEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

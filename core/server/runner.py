@@ -1,0 +1,94 @@
+"""Running a block server as a process: pick the blocks, load them, join the swarm, serve until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Callable
+
+from core.model.loading import ModelSpec, load_blocks, open_model, parse_dtype
+from core.server.server import BlockServer, ServerConfig
+from core.swarm import dht as swarm_dht
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model: str
+    blocks: tuple[int, int] | None = None  # explicit range; None: choose from the swarm's coverage
+    num_blocks: int | None = None  # how many to host; None: size from free memory
+    dtype: str = "float32"
+    device: str = "cpu"
+    revision: str | None = None
+    dht: swarm_dht.DHTOptions = field(default_factory=swarm_dht.DHTOptions)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+
+def choose_range(spec: ModelSpec, options: ServeOptions, dht) -> tuple[int, int]:
+    """The block range to host: explicit, or the best `num_blocks` range for the swarm's weakest coverage."""
+    if options.blocks is not None:
+        start, end = options.blocks
+        if not 0 <= start < end <= spec.num_blocks:
+            raise ValueError(f"--blocks {start}:{end} is outside this model's 0:{spec.num_blocks}")
+        return start, end
+    from core.server.block_selection import choose_blocks
+
+    count = options.num_blocks if options.num_blocks is not None else size_from_memory(spec, options).num_blocks
+    count = max(1, min(count, spec.num_blocks))
+    records = []
+    if options.dht.initial_peers:
+        loop = asyncio.new_event_loop()
+        try:
+            by_block = loop.run_until_complete(swarm_dht.fetch_records(dht, spec.uid, range(spec.num_blocks)))
+        finally:
+            loop.close()
+        records = swarm_dht.unique_servers(by_block)
+    return choose_blocks(count, spec.num_blocks, records)
+
+
+def size_from_memory(spec: ModelSpec, options: ServeOptions):
+    from core.server.memory import probe_free_bytes
+    from core.server.sizing import MemoryPlanInput, plan_num_blocks
+
+    dtype = parse_dtype(options.dtype, options.device)
+    free_bytes = probe_free_bytes(options.device)
+    return plan_num_blocks(MemoryPlanInput(
+        device="cuda" if options.device.startswith("cuda") else "cpu", free_bytes=free_bytes,
+        bytes_per_block=spec.block_bytes(dtype), cache_bytes_per_token_per_block=spec.cache_bytes_per_token(dtype),
+        cache_tokens=options.server.cache_tokens, workspace_bytes=256 * 2**20, reserve_bytes=2 * 2**30,
+        max_blocks=spec.num_blocks,
+    ))
+
+
+async def run_server(options: ServeOptions, on_ready: Callable[[BlockServer], None], stop: asyncio.Event) -> None:
+    """Load, announce, serve until `stop` is set, then drain and announce offline."""
+    spec = open_model(options.model, options.revision)
+    dtype = parse_dtype(options.dtype, options.device)
+    dht = swarm_dht.start_dht(options.dht)
+    server = None
+    try:
+        start, end = choose_range(spec, options, dht)
+        stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device)
+        server = await BlockServer.create(spec, stack, dht, options.server)
+        on_ready(server)
+        await stop.wait()
+        await server.drain()
+    finally:
+        if server is not None:
+            await server.shutdown()
+        dht.shutdown()
+
+
+def serve_forever(options: ServeOptions, on_ready: Callable[[BlockServer], None]) -> None:
+    """Run a server in this process until SIGTERM or SIGINT; both drain first."""
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_server(options, on_ready, stop)
+
+    asyncio.run(main())

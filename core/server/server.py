@@ -1,0 +1,241 @@
+"""The block server: hosts blocks [start, end) of one model, serves inference sessions, announces itself.
+
+Lifecycle: `await BlockServer.create(...)` registers the stream handlers and announces JOINING then ONLINE;
+`await server.drain()` stops accepting sessions and waits for live ones to end or move; `await server.shutdown()`
+announces OFFLINE and closes everything. Nothing here starts work in a constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import hivemind
+import torch
+
+from core import __version__, wire
+from core.model.families import BlockStack
+from core.model.loading import ModelSpec, dtype_name
+from core.server import handlers
+from core.server.sessions import CacheBudget, NextHop, ServerSession, SessionError
+from core.swarm import dht as swarm_dht
+from core.swarm.records import ServerRecord, ServerState
+from core.swarm.streams import PING_PROTOCOL, PUSH_PROTOCOL, SESSION_PROTOCOL
+
+log = logging.getLogger(__name__)
+
+INLINE_COMPUTE_TOKEN_BLOCKS = 64  # steps smaller than this (tokens x blocks) run on the event loop: no thread hop
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str = ""  # shown to friends: "Ana's mini PC"
+    cache_tokens: int = 8192  # attention-cache budget, tokens per block, all sessions together
+    max_session_tokens: int = 4096  # the longest session one client may open
+    session_idle_timeout_seconds: float = 300.0  # a session with no message for this long is closed
+    push_timeout_seconds: float = 5.0  # giving up on the next server after this long
+    announce_period_seconds: float = swarm_dht.DEFAULT_ANNOUNCE_PERIOD_SECONDS
+    record_ttl_seconds: float = swarm_dht.DEFAULT_RECORD_TTL_SECONDS
+    drain_timeout_seconds: float = 30.0  # the longest a drain waits for live sessions
+
+
+@dataclass
+class ServerStats:
+    started_at: float = field(default_factory=time.time)
+    tokens_served: int = 0
+    sessions_served: int = 0
+    refused: int = 0  # messages or sessions refused
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+class BlockServer:
+    def __init__(self, spec: ModelSpec, stack: BlockStack, dht: hivemind.DHT, p2p, config: ServerConfig, admit=None):
+        self.spec, self.stack, self.dht, self.p2p, self.config = spec, stack, dht, p2p, config
+        self.admit = admit or (lambda peer_id: True)  # who may call us (membership check, see core/swarm)
+        self.peer_id = dht.peer_id.to_base58()
+        self.hidden_size = spec.hidden_size
+        self.dtype_name = dtype_name(next(stack.parameters()).dtype)
+        self.budget = CacheBudget(config.cache_tokens)
+        self.stats = ServerStats()
+        self.state = ServerState.JOINING
+        self.throughput_tokens_per_second = 0.0
+        self.next_hop_addrs: dict[str, tuple[str, ...]] = {}
+        self._handlers: dict[str, handlers.SessionHandler] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._last_expiration = 0.0
+        self._announcer: asyncio.Task | None = None
+        self._compute_lock = asyncio.Lock()
+
+    @classmethod
+    async def create(cls, spec: ModelSpec, stack: BlockStack, dht: hivemind.DHT, config: ServerConfig, admit=None) -> "BlockServer":
+        p2p = await dht.replicate_p2p()
+        self = cls(spec, stack, dht, p2p, config, admit)
+        await self.announce()
+        self.throughput_tokens_per_second = await asyncio.to_thread(measure_throughput, stack)
+        await p2p.add_binary_stream_handler(SESSION_PROTOCOL, self._guard(self._on_session))
+        await p2p.add_binary_stream_handler(PUSH_PROTOCOL, self._guard(self._on_push))
+        await p2p.add_binary_stream_handler(PING_PROTOCOL, self._guard(self._on_ping))
+        self.state = ServerState.ONLINE
+        await self.announce()
+        self._announcer = asyncio.create_task(self._announce_forever())
+        return self
+
+    # ---- who may talk to us -------------------------------------------------------------------------------
+    def _guard(self, handler):
+        async def guarded(stream_info, reader, writer):
+            peer_id = stream_info.peer_id.to_base58()
+            if not self.admit(peer_id):
+                self.stats.refused += 1
+                await _refuse(writer, "you are not a member of this swarm")
+                return
+            task = asyncio.current_task()
+            self._tasks.add(task)
+            try:
+                await handler(peer_id, reader, writer)
+            except Exception:  # a handler bug must not take the server down
+                log.exception("handler for %s failed", peer_id[-8:])
+            finally:
+                self._tasks.discard(task)
+
+        return guarded
+
+    async def _on_session(self, peer_id, reader, writer):
+        await handlers.SessionHandler(self, peer_id, reader, writer).serve()
+
+    async def _on_push(self, peer_id, reader, writer):
+        await handlers.serve_push(self, peer_id, reader, writer)
+
+    async def _on_ping(self, peer_id, reader, writer):
+        await handlers.serve_ping(self, peer_id, reader, writer)
+
+    # ---- sessions ---------------------------------------------------------------------------------------------
+    @property
+    def draining(self) -> bool:
+        return self.state is ServerState.DRAINING
+
+    def open_session(self, request: dict, client_peer: str, handler: "handlers.SessionHandler") -> ServerSession:
+        if self.state is not ServerState.ONLINE:
+            raise SessionError(f"this server is {self.state.value} and accepts no new sessions")
+        if request["model"] != self.spec.uid:
+            raise SessionError(f"this server hosts {self.spec.uid}, not {request['model']}")
+        start, end = request["start"], request["end"]
+        if not self.stack.start <= start < end <= self.stack.end:
+            raise SessionError(f"blocks {start}:{end} are not all hosted here ({self.stack.start}:{self.stack.end})")
+        if not 0 < request["max_length"] <= self.config.max_session_tokens:
+            raise SessionError(f"max_length must be between 1 and {self.config.max_session_tokens}")
+        session_id = request["session_id"]
+        if session_id in self._handlers:
+            raise SessionError(f"session {session_id} is already open")
+        self.budget.reserve(session_id, request["max_length"])
+        next_hop = None
+        if request["next"] is not None:
+            next_hop, addrs = request["next"]
+            self.next_hop_addrs[session_id] = addrs
+        session = ServerSession(
+            session_id, client_peer, self.stack.subrange(start, end), request["max_length"],
+            next_hop=next_hop, prev_peer=request["prev_peer"], ephemeral=request["ephemeral"],
+        )
+        self._handlers[session_id] = handler
+        self.stats.sessions_served += 1
+        return session
+
+    def close_session(self, session: ServerSession) -> None:
+        self._handlers.pop(session.session_id, None)
+        self.next_hop_addrs.pop(session.session_id, None)
+        self.budget.release(session.session_id)
+
+    def handler_for_push(self, session_id, pusher: str):
+        handler = self._handlers.get(session_id) if isinstance(session_id, str) else None
+        if handler is None or handler.session is None or handler.session.prev_peer != pusher:
+            return None
+        return handler
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._handlers)
+
+    async def compute(self, session: ServerSession, position: int, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.shape[1] * (session.stack.end - session.stack.start) <= INLINE_COMPUTE_TOKEN_BLOCKS:
+            return session.run_step(position, hidden)
+        async with self._compute_lock:  # one big chunk at a time: they share the same cores
+            return await asyncio.to_thread(session.run_step, position, hidden)
+
+    # ---- announcements ----------------------------------------------------------------------------------------
+    def record(self) -> ServerRecord:
+        return ServerRecord(
+            peer_id=self.peer_id, start_block=self.stack.start, end_block=self.stack.end, state=self.state,
+            name=self.config.name[:64], throughput_tokens_per_second=round(self.throughput_tokens_per_second, 3),
+            cache_tokens_left=self.budget.left_tokens, addrs=tuple(swarm_dht.visible_maddrs(self.dht))[:16],
+            version=__version__, extra={"dtype": self.dtype_name},
+        )
+
+    async def announce(self) -> bool:
+        expiration = max(swarm_dht.now() + self.config.record_ttl_seconds, self._last_expiration + 0.001)
+        self._last_expiration = expiration
+        return await swarm_dht.store_records(self.dht, self.spec.uid, self.record(), expiration, self.spec.num_blocks)
+
+    async def _announce_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.announce_period_seconds)
+            try:
+                await self.announce()
+            except Exception as e:  # the DHT may be briefly unreachable; the next period retries
+                log.warning("announcement failed: %s", e)
+
+    # ---- leaving ----------------------------------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Accept no new sessions, tell clients, and wait (bounded) until live sessions are gone."""
+        if self.state is ServerState.ONLINE:
+            self.state = ServerState.DRAINING
+            await self.announce()
+            for handler in list(self._handlers.values()):
+                if handler.session is not None and not handler.session.ephemeral:
+                    await handler.send(wire.encode_json({"op": "drain", "message": "this server is draining"}))
+        deadline = time.monotonic() + self.config.drain_timeout_seconds
+        while self._handlers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def shutdown(self) -> None:
+        if self._announcer is not None:
+            self._announcer.cancel()
+        self.state = ServerState.OFFLINE
+        try:
+            await asyncio.wait_for(self.announce(), 5.0)
+        except Exception as e:
+            log.warning("could not announce going offline: %s", e)
+        for name in (SESSION_PROTOCOL, PUSH_PROTOCOL, PING_PROTOCOL):
+            try:
+                await self.p2p.remove_binary_stream_handler(name)
+            except Exception:  # the daemon may already be gone
+                pass
+        for task in list(self._tasks):
+            task.cancel()
+
+
+async def _refuse(writer, message: str) -> None:
+    try:
+        await wire.send(writer, wire.encode_json({"op": "error", "message": message, "code": "NotAMember"}))
+    except (ConnectionError, RuntimeError):
+        pass
+    finally:
+        writer.close()
+
+
+def measure_throughput(stack: BlockStack, steps: int = 8) -> float:
+    """Single-token decode speed of one block, tokens per second (what a hop through this server costs)."""
+    from transformers import DynamicCache
+
+    one = stack.subrange(stack.start, stack.start + 1)
+    param = next(one.parameters())
+    hidden = torch.randn(1, 1, stack.config.hidden_size, dtype=param.dtype, device=param.device)
+    cache = DynamicCache(config=stack.config)
+    with torch.inference_mode():
+        one(hidden, cache)  # warm-up
+        began = time.perf_counter()
+        for _ in range(steps):
+            one(hidden, cache)
+        elapsed = time.perf_counter() - began
+    return steps / max(elapsed, 1e-9)
