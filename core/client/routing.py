@@ -1,0 +1,224 @@
+"""The chain of servers a token's hidden state travels through: the fastest expected route over the swarm.
+
+Pure functions over the swarm's announcements (`ServerRecord`s) and the client's latency measurements.
+
+Expected time per token of a route, in milliseconds:
+
+    sum over its spans of  latency_ms[peer]  +  num_blocks * 1000 / throughput_tokens_per_second
+
+Each span is one hop: the link latency of the peer it enters (the client's measurement stands in for the
+server-to-server link of a push). A server may serve any sub-range of its announced range. The cheapest route is
+found by dynamic programming over block boundaries (the graph is a DAG: spans only go forward).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from core.swarm.records import ServerRecord, ServerState
+
+UNMEASURED_MS_PER_BLOCK = 1000.0  # compute time assumed per block for a server announcing throughput 0
+NO_LATENCIES: Mapping[str, float] = MappingProxyType({})  # immutable default: every peer gets the default
+_TIE_TOLERANCE = 1e-9  # relative; expected times this close are equal, then fewer hops win
+
+
+class NoRouteError(LookupError):
+    """Some block in the requested range has no usable server; `block` is the first such block."""
+
+    def __init__(self, message: str, block: int) -> None:
+        super().__init__(message)
+        self.block = block
+
+
+@dataclass(frozen=True)
+class RouteSpan:
+    peer_id: str  # server that computes this span
+    start_block: int  # first block it computes (inclusive)
+    end_block: int  # one past the last block it computes
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.peer_id, str) and self.peer_id):
+            raise ValueError(f"peer_id must be a non-empty string, got {self.peer_id!r}")
+        _require_int("start_block", self.start_block, minimum=0)
+        _require_int("end_block", self.end_block, minimum=0)
+        if self.start_block >= self.end_block:
+            raise ValueError(f"span {self.start_block}:{self.end_block} is empty or reversed")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.end_block - self.start_block
+
+
+def choose_route(
+    records: Iterable[ServerRecord],
+    total_blocks: int,
+    *,
+    start_block: int = 0,
+    end_block: int | None = None,
+    latency_ms: Mapping[str, float] = NO_LATENCIES,
+    default_latency_ms: float = 50.0,
+    banned: Collection[str] = (),
+    min_cache_tokens: int = 0,
+    self_peer_id: str | None = None,
+) -> list[RouteSpan]:
+    """The chain of spans covering [start_block, end_block) with the lowest expected time per token.
+
+    Usable servers are ONLINE, not in `banned`, and announce `cache_tokens_left >= min_cache_tokens`. A peer
+    missing from `latency_ms` gets `default_latency_ms`, except `self_peer_id` (this node's own server), which
+    gets 0. Ties in expected time (within a relative 1e-9) go to fewer hops, then to the route whose sequence of
+    (peer_id, longest span first) sorts lowest, so the same inputs always give the same route.
+    Raises NoRouteError naming the first block no usable server hosts.
+    """
+    _require_int("total_blocks", total_blocks, minimum=1)
+    end_block = total_blocks if end_block is None else end_block
+    _require_int("start_block", start_block, minimum=0)
+    _require_int("end_block", end_block, minimum=0)
+    if not start_block < end_block <= total_blocks:
+        raise ValueError(f"range {start_block}:{end_block} must satisfy 0 <= start < end <= total_blocks "
+                         f"({total_blocks})")
+    _check_latency("default_latency_ms", default_latency_ms)
+    for peer, value in latency_ms.items():
+        _check_latency(f"latency_ms[{peer!r}]", value)
+    _require_int("min_cache_tokens", min_cache_tokens, minimum=0)
+    if isinstance(banned, str):
+        raise ValueError("banned must be a collection of peer ids, not one string")
+    records = list(records)
+    for record in records:
+        if not isinstance(record, ServerRecord):
+            raise ValueError(f"records must be ServerRecord, got {type(record).__name__}")
+    banned_set = frozenset(banned)
+    usable = [r for r in records if r.state is ServerState.ONLINE and r.peer_id not in banned_set
+              and r.cache_tokens_left >= min_cache_tokens and r.start_block < end_block and r.end_block > start_block]
+
+    def hop_latency_ms(peer_id: str) -> float:
+        if peer_id in latency_ms:
+            return float(latency_ms[peer_id])
+        return 0.0 if peer_id == self_peer_id else float(default_latency_ms)
+
+    # best[b] = (expected ms, hops, spans as (peer_id, start, end)) of the best route covering [start_block, b)
+    best: dict[int, tuple[float, int, tuple[tuple[str, int, int], ...]]] = {start_block: (0.0, 0, ())}
+    for boundary in range(start_block, end_block):
+        if boundary not in best:
+            continue
+        cost_ms, hops, spans = best[boundary]
+        for record in usable:
+            if not record.start_block <= boundary < record.end_block:
+                continue
+            entry_ms = cost_ms + hop_latency_ms(record.peer_id)
+            per_block_ms = _ms_per_block(record)
+            for stop in range(boundary + 1, min(record.end_block, end_block) + 1):
+                candidate = (entry_ms + (stop - boundary) * per_block_ms, hops + 1,
+                             (*spans, (record.peer_id, boundary, stop)))
+                if stop not in best or _better(candidate, best[stop]):
+                    best[stop] = candidate
+    if end_block not in best:
+        raise _no_route(records, start_block, end_block, usable, banned_set, min_cache_tokens)
+    return [RouteSpan(peer_id, start, stop) for peer_id, start, stop in best[end_block][2]]
+
+
+def replacement_route(
+    records: Iterable[ServerRecord],
+    total_blocks: int,
+    failed_span: RouteSpan,
+    banned: Collection[str] = (),
+    *,
+    latency_ms: Mapping[str, float] = NO_LATENCIES,
+    default_latency_ms: float = 50.0,
+    min_cache_tokens: int = 0,
+    self_peer_id: str | None = None,
+) -> list[RouteSpan]:
+    """A route covering exactly the failed span's blocks, never through the failed peer (it is banned here too)."""
+    if not isinstance(failed_span, RouteSpan):
+        raise ValueError(f"failed_span must be a RouteSpan, got {type(failed_span).__name__}")
+    if isinstance(banned, str):
+        raise ValueError("banned must be a collection of peer ids, not one string")
+    return choose_route(
+        records, total_blocks, start_block=failed_span.start_block, end_block=failed_span.end_block,
+        latency_ms=latency_ms, default_latency_ms=default_latency_ms, banned={*banned, failed_span.peer_id},
+        min_cache_tokens=min_cache_tokens, self_peer_id=self_peer_id,
+    )
+
+
+def route_time_ms(
+    route: Iterable[RouteSpan],
+    records: Iterable[ServerRecord],
+    *,
+    latency_ms: Mapping[str, float] = NO_LATENCIES,
+    default_latency_ms: float = 50.0,
+    self_peer_id: str | None = None,
+) -> float:
+    """Expected time per token of a route (the quantity `choose_route` minimises), for display and checks.
+
+    Each span uses the fastest record of its peer that hosts the whole span; a span no record hosts raises
+    ValueError.
+    """
+    records = list(records)
+    total_ms = 0.0
+    for span in route:
+        hosting = [r for r in records if r.peer_id == span.peer_id
+                   and r.start_block <= span.start_block and span.end_block <= r.end_block]
+        if not hosting:
+            raise ValueError(f"no record of {span.peer_id} hosts blocks {span.start_block}:{span.end_block}")
+        per_block_ms = min(_ms_per_block(r) for r in hosting)
+        if span.peer_id in latency_ms:
+            link_ms = float(latency_ms[span.peer_id])
+        else:
+            link_ms = 0.0 if span.peer_id == self_peer_id else float(default_latency_ms)
+        total_ms += link_ms + span.num_blocks * per_block_ms
+    return total_ms
+
+
+def _ms_per_block(record: ServerRecord) -> float:
+    if record.throughput_tokens_per_second > 0:
+        return 1000.0 / record.throughput_tokens_per_second
+    return UNMEASURED_MS_PER_BLOCK
+
+
+def _better(candidate: tuple[float, int, tuple], incumbent: tuple[float, int, tuple]) -> bool:
+    cost_a, hops_a, spans_a = candidate
+    cost_b, hops_b, spans_b = incumbent
+    if not math.isclose(cost_a, cost_b, rel_tol=_TIE_TOLERANCE, abs_tol=_TIE_TOLERANCE):
+        return cost_a < cost_b
+    if hops_a != hops_b:
+        return hops_a < hops_b
+    return _tie_key(spans_a) < _tie_key(spans_b)
+
+
+def _tie_key(spans: tuple[tuple[str, int, int], ...]) -> list[tuple[str, int]]:
+    # lowest peer ids first; for the same peer, the span reaching furthest first
+    return [(peer_id, -stop) for peer_id, _, stop in spans]
+
+
+def _no_route(
+    records: list[ServerRecord], start_block: int, end_block: int, usable: list[ServerRecord],
+    banned: frozenset[str], min_cache_tokens: int,
+) -> NoRouteError:
+    block = next(b for b in range(start_block, end_block) if not any(r.hosts(b) for r in usable))
+    skipped: dict[str, int] = {}
+    for record in records:
+        if not record.hosts(block):
+            continue
+        if record.state is not ServerState.ONLINE:
+            reason = record.state.value
+        elif record.peer_id in banned:
+            reason = "banned"
+        else:
+            reason = f"without room for {min_cache_tokens} cache tokens"
+        skipped[reason] = skipped.get(reason, 0) + 1
+    detail = f" (skipped {', '.join(f'{n} {reason}' for reason, n in sorted(skipped.items()))})" if skipped else ""
+    return NoRouteError(f"no online server hosts block {block}{detail}", block)
+
+
+def _check_latency(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 ms, got {value!r}")
+
+
+def _require_int(name: str, value: object, *, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
