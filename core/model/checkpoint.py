@@ -54,7 +54,7 @@ class Checkpoint:
 
     def load_tensors(self, names: Iterable[str]) -> dict:
         """Read exactly these tensors, opening (and fetching) only the files that hold them."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         names = list(names)
         self.files_for(names)  # raises on a missing name
@@ -69,7 +69,7 @@ class Checkpoint:
                 with safe_open(str(path), framework="pt") as f:
                     for name in file_names:
                         tensors[name] = f.get_tensor(name)
-            except (OSError, ValueError) as e:  # safetensors raises these for truncated/corrupt files
+            except (OSError, ValueError, SafetensorError) as e:  # truncated or corrupt files
                 raise CheckpointError(f"{self.model}: cannot read {file_name}: {e}") from e
         return tensors
 
@@ -143,13 +143,13 @@ def _weight_map(index_path: Path | None, fetch: Fetcher) -> dict[str, str]:
             raise CheckpointError(f"{index_path} has no valid weight_map")
         return dict(weight_map)
     # A single-file checkpoint: its header lists the tensor names without reading any tensor data.
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = fetch(SINGLE_FILE)
     try:
         with safe_open(str(path), framework="pt") as f:
             return {name: SINGLE_FILE for name in f.keys()}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from e
 
 

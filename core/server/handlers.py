@@ -39,6 +39,8 @@ class SessionHandler:
         self.server.stats.bytes_up += await wire.send(self.writer, body)
 
     async def send_error(self, message: str, **fields: Any) -> None:
+        """Answer a refused request; every refusal is counted in the server's stats."""
+        self.server.stats.refused += 1
         try:
             await self.send(wire.encode_json({"op": "error", "message": message, **fields}))
         except (ConnectionError, RuntimeError):
@@ -67,14 +69,13 @@ class SessionHandler:
             body = await asyncio.wait_for(wire.receive(self.reader), OPEN_TIMEOUT_SECONDS)
             self.server.stats.bytes_down += len(body) + wire.HEADER_LEN
             message = wire.decode(body)
-            if message.get("op") not in ("open", "forward"):
+            if not isinstance(message, dict) or message.get("op") not in ("open", "forward"):
                 raise wire.WireError("the first message must open a session")
             self.session = self.server.open_session(self._parse_open(message), self.peer_id, self)
         except asyncio.TimeoutError:
             await self.send_error("no open message received in time")
             return False
         except (wire.WireError, SessionError) as e:
-            self.server.stats.refused += 1
             await self.send_error(str(e), code=type(e).__name__)
             return False
         await self.send(wire.encode_json({"op": "opened", "position": 0, "dtype": self.server.dtype_name}))
@@ -115,7 +116,6 @@ class SessionHandler:
                 try:
                     await self.inbox.put(wire.decode(body, hidden_size=self.server.hidden_size))
                 except wire.WireError as e:
-                    self.server.stats.refused += 1
                     await self.send_error(str(e), code="WireError")
         except wire.WireError as e:  # an oversized frame: the stream cannot be resynchronised
             await self.send_error(str(e), code="WireError")
@@ -154,7 +154,6 @@ class SessionHandler:
         try:
             output = await self.server.compute(session, step.position, step.hidden)
         except SessionError as e:
-            self.server.stats.refused += 1
             await self.send_error(str(e), code="SessionError", step_id=step.step_id)
             return
         self.server.stats.tokens_served += step.n_tokens
@@ -236,7 +235,6 @@ async def serve_push(server: "BlockServer", peer_id: str, reader: asyncio.Stream
             try:
                 item = wire.decode(body, hidden_size=server.hidden_size)
             except wire.WireError as e:
-                server.stats.refused += 1
                 await handler.send_error(f"a bad push from the previous server: {e}", code="WireError", blame=peer_id)
                 continue
             if isinstance(item, wire.Step):
