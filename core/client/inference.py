@@ -16,6 +16,8 @@ from core.swarm.records import ServerRecord
 
 log = logging.getLogger(__name__)
 
+DRAIN_RETRY_SECONDS = 2.0  # how often to look for a replica of a draining server that had none
+
 
 class SwarmError(RuntimeError):
     """The swarm cannot serve this request right now; the message says which blocks are missing or why."""
@@ -104,29 +106,36 @@ class InferenceSession:
         return output
 
     async def _move_off_draining_servers(self) -> None:
-        for index, conn in enumerate(list(self.chain.connections)):
-            if conn.draining:
-                await self._replace(index, self.position, reason="drain", exclude={conn.span.peer_id})
+        """Move off servers that announced a drain; with no replica yet, keep using them and look again later."""
+        now = time.monotonic()
+        for conn in list(self.chain.connections):
+            if conn.draining and now >= conn.retry_drain_at:
+                try:
+                    await self._replace(self.chain.connections.index(conn), self.position, reason="drain",
+                                        exclude={conn.span.peer_id}, wait_seconds=0.0)
+                except SwarmError:
+                    conn.retry_drain_at = now + DRAIN_RETRY_SECONDS  # it still serves us until it leaves
 
     async def _recover(self, failure: SpanFailure, position: int) -> None:
         self.swarm.bans.ban(failure.peer_id)
         await self._replace(failure.index, position, reason=failure.reason, exclude=set())
 
-    async def _replace(self, index: int, position: int, *, reason: str, exclude: set[str], depth: int = 0) -> None:
+    async def _replace(self, index: int, position: int, *, reason: str, exclude: set[str], depth: int = 0,
+                       wait_seconds: float | None = None) -> None:
         """Put other servers in place of chain[index], with their cache rebuilt up to `position`."""
         began = time.perf_counter()
         old = self.chain.connections[index]
-        old.close()
         exclude = exclude | {old.span.peer_id}
-        deadline = time.monotonic() + self.failover_wait_seconds
+        deadline = time.monotonic() + (self.failover_wait_seconds if wait_seconds is None else wait_seconds)
         while True:
             try:
                 spans = await self.swarm.replacement(old.span, self.max_length, exclude)
                 break
             except NoRouteError as e:
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
                     raise SwarmError(f"no server can take over blocks {old.span.start_block}-{old.span.end_block - 1}: {e}") from None
                 await asyncio.sleep(0.5)  # a joining server may show up
+        old.close()
         following = self.chain.connections[index + 1] if index + 1 < len(self.chain.connections) else None
         before = self.chain.connections[index - 1].span.peer_id if index > 0 else None
         new = await self.chain.open_spans(spans, index, following, before)

@@ -51,7 +51,8 @@ class Connection:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     pump: asyncio.Task | None = None
-    draining: bool = False
+    draining: bool = False  # the server asked us to move
+    retry_drain_at: float = 0.0  # monotonic time to look for a replacement again
     bytes_sent: int = 0
     bytes_received: int = 0
 
