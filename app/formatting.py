@@ -1,0 +1,91 @@
+"""Numbers and states in plain words, for labels and the tray: pure functions, tested with tables."""
+
+from __future__ import annotations
+
+from core.protocol import NodeState, Stats
+
+_BYTE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def format_bytes(num_bytes: int | float) -> str:
+    """Decimal units, as file managers show them: 1_820_000_000 -> '1.8 GB'."""
+    value = float(num_bytes)
+    for unit in _BYTE_UNITS:
+        if abs(value) < 1000 or unit == _BYTE_UNITS[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min"
+    return f"{secs} s"
+
+
+def format_count(count: int) -> str:
+    """12345 -> '12,345'; 2_400_000 -> '2.4 M'."""
+    if count >= 10_000_000:
+        return f"{count / 1_000_000:.1f} M"
+    return f"{count:,}"
+
+
+def block_range(start_block: int, end_block: int) -> str:
+    """Blocks [12, 24) read as '12–23' (people count the blocks they have, both ends included)."""
+    if end_block <= start_block:
+        return "none"
+    if end_block - start_block == 1:
+        return str(start_block)
+    return f"{start_block}–{end_block - 1}"
+
+
+def friends_online(stats: Stats | None) -> int:
+    """Other members online (this PC not counted)."""
+    if stats is None:
+        return 0
+    return sum(1 for m in stats.members if m.online and m.peer_id != stats.peer_id)
+
+
+def _friends_text(count: int) -> str:
+    if count == 0:
+        return "no friends online yet"
+    return "1 friend online" if count == 1 else f"{count} friends online"
+
+
+def status_line(state: NodeState, stats: Stats | None, detail: str = "") -> str:
+    """The tray menu's first line, e.g. 'Serving blocks 12–23 of 80 · 3 friends online'."""
+    friends = _friends_text(friends_online(stats))
+    if state is NodeState.SERVING:
+        if stats is not None and stats.end_block > stats.start_block:
+            blocks = block_range(stats.start_block, stats.end_block)
+            return f"Serving blocks {blocks} of {stats.total_blocks} · {friends}"
+        return f"Serving · {friends}"
+    if state is NodeState.PAUSED:
+        return f"Paused · {friends}"
+    if state is NodeState.DRAINING:
+        active = stats.active_sessions if stats is not None else 0
+        if active:
+            return f"Finishing {active} conversation{'s' if active != 1 else ''} before pausing"
+        return "Finishing conversations before pausing"
+    if state is NodeState.STARTING:
+        return detail or "Starting…"
+    if state is NodeState.STOPPING:
+        return "Stopping…"
+    if state is NodeState.FAILED:
+        return "Stopped by an error"
+    return "Not serving"
+
+
+def member_state_text(state: str, online: bool) -> str:
+    if not online:
+        return "Offline"
+    words = {"online": "Serving", "joining": "Joining", "draining": "Finishing up", "offline": "Offline"}
+    return words.get(state, state.capitalize())

@@ -1,0 +1,477 @@
+"""The GUI ↔ node protocol: typed messages sent as JSON lines over the node process's stdin/stdout.
+
+Both sides import this module; it uses the standard library only (no Qt, no torch), so the GUI can import it.
+
+Wire format: one JSON object per line, UTF-8, ASCII-escaped (a line never contains a raw newline). Every object
+carries ``"kind"`` (a `Kind` value) and ``"v"`` (`PROTOCOL_VERSION`). Fields a reader does not know are ignored, so
+a newer peer may add fields without bumping ``v``; ``v`` changes only when an existing field changes meaning.
+
+Commands go GUI → node (start, pause, resume, drain, shutdown, generate, cancel, set_config, refresh). Events go
+node → GUI (hello, state, sizing, stats, token, done, alert, error, log). `decode_command` and `decode_event`
+check the direction as well as the shape. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+PROTOCOL_VERSION = 1
+MAX_LINE_CHARS = 4 * 1024 * 1024  # a longer line is refused (a runaway writer must not eat the reader's memory)
+MAX_NEW_TOKENS_LIMIT = 32_768  # largest max_new_tokens a generate command may ask for
+
+
+class ProtocolError(ValueError):
+    """A line is not a valid message of this protocol; the text says what is wrong and where."""
+
+
+class Kind(str, enum.Enum):
+    # commands, GUI -> node
+    START = "start"  # load blocks and start serving
+    PAUSE = "pause"  # drain first, then stop serving; the process stays up with weights freed or kept warm
+    RESUME = "resume"  # serve again after pause
+    DRAIN = "drain"  # accept no new sessions, finish the running ones, keep serving them
+    SHUTDOWN = "shutdown"  # drain briefly, announce offline, exit the process
+    GENERATE = "generate"  # run one chat reply through the swarm; tokens stream back
+    CANCEL = "cancel"  # stop a running generate
+    SET_CONFIG = "set_config"  # change settings (model, memory cap, ...)
+    REFRESH = "refresh"  # send a stats event now
+    # events, node -> GUI
+    HELLO = "hello"  # first line the node writes, before any heavy import
+    STATE = "state"  # the node's lifecycle state changed
+    SIZING = "sizing"  # how many blocks this PC hosts, and why
+    STATS = "stats"  # this PC's contribution and the swarm's health
+    TOKEN = "token"  # one generated token of a request
+    DONE = "done"  # a request finished
+    ALERT = "alert"  # something the owner should know (a block lost its last server)
+    ERROR = "error"  # a command or a request failed
+    LOG = "log"  # a log line for the GUI's log view
+
+    @property
+    def is_command(self) -> bool:
+        return self in _COMMAND_KINDS
+
+
+_COMMAND_KINDS = frozenset(
+    {Kind.START, Kind.PAUSE, Kind.RESUME, Kind.DRAIN, Kind.SHUTDOWN, Kind.GENERATE, Kind.CANCEL, Kind.SET_CONFIG, Kind.REFRESH}
+)
+
+
+class NodeState(str, enum.Enum):
+    """The one lifecycle enum, shared by the node (what it reports) and the GUI's process owner."""
+
+    STOPPED = "stopped"  # not serving (process up and idle, or not running at all)
+    STARTING = "starting"  # launching, loading weights, joining the swarm
+    SERVING = "serving"  # hosting blocks, accepting sessions
+    PAUSED = "paused"  # not serving on the owner's request; resumes warm
+    DRAINING = "draining"  # finishing running sessions, accepting no new ones
+    STOPPING = "stopping"  # shutting down
+    FAILED = "failed"  # stopped by an error; `detail` says which
+
+
+class AlertLevel(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"  # e.g. a block is down to one replica
+    CRITICAL = "critical"  # e.g. a block has no server left: the swarm cannot answer
+
+
+class StopReason(str, enum.Enum):
+    """Known values of `Done.stop_reason` (the field itself is a string, so newer nodes may add reasons)."""
+
+    EOS = "eos"
+    LENGTH = "length"
+    STOP_SEQUENCE = "stop_sequence"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+CHAT_ROLES = frozenset({"system", "user", "assistant"})
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ProtocolError(message)
+
+
+def _check_non_negative(**values: float) -> None:
+    for name, value in values.items():
+        _check(value >= 0, f"{name} must be >= 0, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------- nested records
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # system | user | assistant
+    content: str
+
+    def __post_init__(self) -> None:
+        _check(self.role in CHAT_ROLES, f"role must be one of {sorted(CHAT_ROLES)}, got {self.role!r}")
+
+
+@dataclass(frozen=True)
+class Member:
+    peer_id: str
+    name: str  # friendly name the owner chose
+    state: str  # the server's swarm state: joining | online | draining | offline (newer peers may add more)
+    start_block: int  # first hosted block, inclusive
+    end_block: int  # one past the last hosted block (equal to start_block: hosts nothing)
+    online: bool
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.start_block <= self.end_block, f"bad block range {self.start_block}:{self.end_block}")
+
+
+@dataclass(frozen=True)
+class RouteHop:
+    peer_id: str
+    name: str
+    start_block: int
+    end_block: int
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.start_block <= self.end_block, f"bad block range {self.start_block}:{self.end_block}")
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class _NoFields:
+    """Base of the commands that carry nothing but their kind."""
+
+    KIND: ClassVar[Kind]
+
+
+class Start(_NoFields):
+    KIND = Kind.START
+
+
+class Pause(_NoFields):
+    KIND = Kind.PAUSE
+
+
+class Resume(_NoFields):
+    KIND = Kind.RESUME
+
+
+class Drain(_NoFields):
+    KIND = Kind.DRAIN
+
+
+class Shutdown(_NoFields):
+    KIND = Kind.SHUTDOWN
+
+
+class Refresh(_NoFields):
+    KIND = Kind.REFRESH
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Exactly one of `messages` (a chat; the node applies the model's chat template) or `prompt` (raw text)."""
+
+    KIND: ClassVar[Kind] = Kind.GENERATE
+    request_id: str
+    messages: tuple[ChatMessage, ...] | None = None
+    prompt: str | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 0.9  # nucleus mass kept, in (0, 1]
+    top_k: int = 50  # 0 means no top-k cut
+    repetition_penalty: float = 1.0  # 1 means none
+    seed: int | None = None  # None: a fresh random seed
+
+    def __post_init__(self) -> None:
+        _check(bool(self.request_id), "request_id must not be empty")
+        _check((self.messages is None) != (self.prompt is None), "give exactly one of messages or prompt")
+        _check(self.messages is None or len(self.messages) > 0, "messages must not be empty")
+        _check(1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT, f"max_new_tokens must be in 1..{MAX_NEW_TOKENS_LIMIT}")
+        _check(self.temperature >= 0, "temperature must be >= 0")
+        _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
+        _check(self.top_k >= 0, "top_k must be >= 0")
+        _check(self.repetition_penalty > 0, "repetition_penalty must be > 0")
+        _check(self.seed is None or self.seed >= 0, "seed must be >= 0")
+
+
+@dataclass(frozen=True)
+class Cancel:
+    KIND: ClassVar[Kind] = Kind.CANCEL
+    request_id: str
+
+
+@dataclass(frozen=True)
+class SetConfig:
+    """Setting names and JSON values, e.g. {"model": "org/name", "memory_cap_bytes": 8e9}."""
+
+    KIND: ClassVar[Kind] = Kind.SET_CONFIG
+    values: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Hello:
+    KIND: ClassVar[Kind] = Kind.HELLO
+    version: str  # Potluck version of the node
+    pid: int  # the node process's id
+
+
+@dataclass(frozen=True)
+class State:
+    KIND: ClassVar[Kind] = Kind.STATE
+    state: NodeState
+    detail: str = ""  # plain words for the owner ("Loading blocks 12–23", "Out of memory while loading")
+
+
+@dataclass(frozen=True)
+class Sizing:
+    KIND: ClassVar[Kind] = Kind.SIZING
+    num_blocks: int
+    start_block: int
+    end_block: int
+    total_blocks: int
+    explanation: str  # plain words: why this many blocks
+    numbers: dict[str, Any] = field(default_factory=dict)  # the figures behind it, units in the names
+
+    def __post_init__(self) -> None:
+        _check_non_negative(num_blocks=self.num_blocks, total_blocks=self.total_blocks)
+        _check(0 <= self.start_block <= self.end_block <= self.total_blocks, "block range must lie in 0..total_blocks")
+
+
+@dataclass(frozen=True)
+class Stats:
+    KIND: ClassVar[Kind] = Kind.STATS
+    start_block: int = 0  # hosted blocks [start_block, end_block); equal: none
+    end_block: int = 0
+    total_blocks: int = 0
+    tokens_served: int = 0  # tokens this PC's blocks processed for anyone
+    sessions_served: int = 0
+    active_sessions: int = 0
+    uptime_seconds: float = 0.0  # time spent serving since the node started
+    bytes_up: int = 0
+    bytes_down: int = 0
+    memory_used_bytes: int = 0
+    memory_free_bytes: int = 0
+    throughput_tokens_per_second: float = 0.0
+    tokens_used: int = 0  # tokens this PC's own chats generated through the swarm
+    members: tuple[Member, ...] = ()
+    coverage: tuple[int, ...] = ()  # servers per block, one entry per block of the model
+    peer_id: str = ""  # this PC's peer id, to tell it apart in `members`
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.start_block <= self.end_block, "block range must have start_block <= end_block")
+        _check_non_negative(
+            tokens_served=self.tokens_served, sessions_served=self.sessions_served, active_sessions=self.active_sessions,
+            uptime_seconds=self.uptime_seconds, bytes_up=self.bytes_up, bytes_down=self.bytes_down,
+            memory_used_bytes=self.memory_used_bytes, memory_free_bytes=self.memory_free_bytes,
+            throughput_tokens_per_second=self.throughput_tokens_per_second, tokens_used=self.tokens_used,
+        )
+        _check(all(c >= 0 for c in self.coverage), "coverage counts must be >= 0")
+
+
+@dataclass(frozen=True)
+class Token:
+    KIND: ClassVar[Kind] = Kind.TOKEN
+    request_id: str
+    text: str  # the text this token adds to the reply (may be empty while a multi-byte character is incomplete)
+    token_id: int
+
+
+@dataclass(frozen=True)
+class Done:
+    KIND: ClassVar[Kind] = Kind.DONE
+    request_id: str
+    text: str  # the whole reply
+    token_count: int
+    tokens_per_second: float
+    route: tuple[RouteHop, ...] = ()  # which PCs served which blocks, in order
+    stop_reason: str = StopReason.EOS.value
+
+
+@dataclass(frozen=True)
+class Alert:
+    KIND: ClassVar[Kind] = Kind.ALERT
+    level: AlertLevel
+    text: str  # plain words ("Block 12 has no server left")
+    blocks: tuple[int, ...] = ()  # the blocks concerned, if any
+
+
+@dataclass(frozen=True)
+class Error:
+    KIND: ClassVar[Kind] = Kind.ERROR
+    message: str
+    request_id: str | None = None  # the request that failed; None: a command or the node itself
+
+
+@dataclass(frozen=True)
+class Log:
+    KIND: ClassVar[Kind] = Kind.LOG
+    line: str
+
+
+Command = Union[Start, Pause, Resume, Drain, Shutdown, Generate, Cancel, SetConfig, Refresh]
+Event = Union[Hello, State, Sizing, Stats, Token, Done, Alert, Error, Log]
+Message = Union[Command, Event]
+
+MESSAGE_CLASSES: dict[Kind, type] = {
+    cls.KIND: cls for cls in typing.get_args(Command) + typing.get_args(Event)  # type: ignore[attr-defined]
+}
+
+
+# ---------------------------------------------------------------------------------------------- encoding
+
+
+def _to_wire(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [_to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_wire(v) for k, v in value.items()}
+    return value
+
+
+def encode(msg: Message) -> str:
+    """One protocol line for `msg`, without the trailing newline. NaN and infinities are refused."""
+    kind = getattr(type(msg), "KIND", None)
+    if not isinstance(kind, Kind) or MESSAGE_CLASSES.get(kind) is not type(msg):
+        raise TypeError(f"not a protocol message: {msg!r}")
+    wire = {"v": PROTOCOL_VERSION, "kind": kind.value}
+    wire.update(_to_wire(msg))
+    try:
+        return json.dumps(wire, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise ProtocolError(f"{kind.value}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not allowed in protocol JSON")
+
+
+def _is_json_value(value: Any) -> bool:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if isinstance(value, list):
+        return all(_is_json_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json_value(v) for k, v in value.items())
+    return False
+
+
+_SCALAR_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Check one wire value against a field's type and convert it (list -> tuple, str -> enum, int -> float)."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        _check(value is not None, f"{where} must not be null")
+        return _convert(value, inner, where)
+    if annotation is Any:
+        _check(_is_json_value(value), f"{where} must be a JSON value")
+        return value
+    if annotation in _SCALAR_NAMES:
+        ok = isinstance(value, annotation) and (annotation is bool or not isinstance(value, bool))
+        _check(ok, f"{where} must be {_SCALAR_NAMES[annotation]}, got {value!r}")
+        return value
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _check(ok and math.isfinite(value), f"{where} must be a finite number, got {value!r}")
+        return float(value)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        allowed = [m.value for m in annotation]
+        _check(value in allowed, f"{where} must be one of {allowed}, got {value!r}")
+        return annotation(value)
+    if origin is tuple:
+        _check(isinstance(value, list), f"{where} must be a list, got {type(value).__name__}")
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        return tuple(_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _check(isinstance(value, dict), f"{where} must be an object, got {type(value).__name__}")
+        _check(_is_json_value(value), f"{where} must hold JSON values under string keys")
+        return dict(value)
+    if dataclasses.is_dataclass(annotation):
+        _check(isinstance(value, dict), f"{where} must be an object, got {type(value).__name__}")
+        return _build(annotation, value, where)
+    raise TypeError(f"protocol field type {annotation!r} is not supported")  # a bug in this module, not bad input
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ProtocolError(f"{where}: missing field {f.name!r}")
+    try:
+        return cls(**kwargs)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+
+
+def decode(line: str | bytes) -> Message:
+    """Parse one protocol line. Raises ProtocolError, with a message that says what is wrong, on any bad input."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"line is not UTF-8 text: {exc}") from None
+    _check(len(line) <= MAX_LINE_CHARS, f"line is too long ({len(line)} characters, at most {MAX_LINE_CHARS})")
+    text = line.strip()
+    _check(bool(text), "empty line")
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON ({exc.msg} at column {exc.colno}): {_preview(text)}") from None
+    _check(isinstance(data, dict), f"a message must be a JSON object, got {type(data).__name__}: {_preview(text)}")
+    version = data.get("v")
+    _check("v" in data, f"message has no protocol version 'v': {_preview(text)}")
+    _check(
+        version == PROTOCOL_VERSION and not isinstance(version, bool),
+        f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})",
+    )
+    kind_value = data.get("kind")
+    _check(isinstance(kind_value, str), f"message has no 'kind': {_preview(text)}")
+    try:
+        kind = Kind(kind_value)
+    except ValueError:
+        raise ProtocolError(f"unknown message kind {kind_value!r}") from None
+    fields = {k: v for k, v in data.items() if k not in ("v", "kind")}
+    return _build(MESSAGE_CLASSES[kind], fields, kind.value)
+
+
+def decode_command(line: str | bytes) -> Command:
+    """`decode`, and refuse events (the node reads only commands)."""
+    msg = decode(line)
+    _check(msg.KIND.is_command, f"expected a command, got the event {msg.KIND.value!r}")
+    return msg  # type: ignore[return-value]
+
+
+def decode_event(line: str | bytes) -> Event:
+    """`decode`, and refuse commands (the GUI reads only events)."""
+    msg = decode(line)
+    _check(not msg.KIND.is_command, f"expected an event, got the command {msg.KIND.value!r}")
+    return msg  # type: ignore[return-value]
+
+
+def _preview(text: str, limit_chars: int = 80) -> str:
+    return text if len(text) <= limit_chars else text[: limit_chars - 1] + "…"

@@ -1,0 +1,95 @@
+"""Settings file (load/save/validate) and the secret store's keyring fallback."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from app.config_store import AppConfig, ConfigError, ConfigKey, SwarmMode, load_config, save_config
+from app.secrets_store import SecretKey, SecretStore
+
+
+def test_first_run_has_no_config(tmp_path):
+    assert load_config(tmp_path / "app.json") is None
+
+
+def test_save_then_load_round_trips(tmp_path):
+    path = tmp_path / "deep" / "app.json"
+    config = AppConfig(mode=SwarmMode.CREATE, model="org/tiny", swarm_name="Friday", pc_name="den",
+                       memory_cap_gib=6.5, start_on_login=True, log_dir="/var/tmp/logs")
+    save_config(path, config)
+    assert load_config(path) == config
+    assert json.loads(path.read_text())[ConfigKey.MEMORY_CAP_GIB.value] == 6.5
+    assert [p.name for p in path.parent.iterdir()] == ["app.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{", "not valid JSON"),
+    ("[]", "must be a JSON object"),
+    ('{"mode": "conquer"}', "unknown mode"),
+    ('{"mode": "create"}', "needs a model"),
+    ('{"mode": "join", "memory_cap_gib": "lots"}', "memory_cap_gib must be a float"),
+    ('{"mode": "join", "memory_cap_gib": -1}', "memory cap must be between"),
+    ('{"mode": "join", "start_on_login": 1}', "start_on_login must be a bool"),
+    ('{"mode": "join", "pc_name": 7}', "pc_name must be a str"),
+])
+def test_broken_settings_files_are_reported(tmp_path, text, message):
+    path = tmp_path / "app.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_unknown_keys_in_the_file_are_ignored(tmp_path):
+    path = tmp_path / "app.json"
+    path.write_text('{"mode": "join", "model": "org/m", "theme": "dark"}')
+    assert load_config(path) == AppConfig(mode=SwarmMode.JOIN, model="org/m")
+
+
+def test_node_values_carry_units():
+    values = AppConfig(mode=SwarmMode.JOIN, memory_cap_gib=2.0).node_values(default_log_dir=__import__("pathlib").Path("/l"))
+    assert values["memory_cap_bytes"] == 2 * 2**30 and values["log_dir"] == "/l" and values["mode"] == "join"
+
+
+class MemoryKeyring:
+    def __init__(self):
+        self.data = {}
+
+    def get_password(self, service, key):
+        return self.data.get((service, key))
+
+    def set_password(self, service, key, value):
+        self.data[(service, key)] = value
+
+    def delete_password(self, service, key):
+        self.data.pop((service, key), None)
+
+
+class BrokenKeyring:
+    def get_password(self, service, key):
+        raise RuntimeError("no backend")
+
+    set_password = delete_password = get_password
+
+
+def test_secrets_go_to_the_keyring_when_it_works(tmp_path):
+    ring = MemoryKeyring()
+    store = SecretStore(tmp_path / "secrets.json", keyring_module=ring)
+    store.set(SecretKey.INVITE_CODE, "potluck-abc")
+    assert ring.data == {("potluck", "invite_code"): "potluck-abc"}
+    assert not (tmp_path / "secrets.json").exists()
+    assert store.node_environment() == {"POTLUCK_INVITE_CODE": "potluck-abc"}
+    store.delete(SecretKey.INVITE_CODE)
+    assert store.get(SecretKey.INVITE_CODE) is None and store.node_environment() == {}
+
+
+def test_secrets_fall_back_to_a_private_file_and_say_so(tmp_path):
+    store = SecretStore(tmp_path / "secrets.json", keyring_module=BrokenKeyring())
+    store.set(SecretKey.INVITE_CODE, "potluck-xyz")
+    assert "no system keyring" in store.where
+    assert stat.S_IMODE((tmp_path / "secrets.json").stat().st_mode) == 0o600
+    assert SecretStore(tmp_path / "secrets.json", keyring_module=BrokenKeyring()).get(SecretKey.INVITE_CODE) == "potluck-xyz"
+    store.delete(SecretKey.INVITE_CODE)
+    assert store.get(SecretKey.INVITE_CODE) is None

@@ -1,0 +1,144 @@
+"""First-run wizard: create (HF id or local folder) and join (invite code checked inline), then the node starts
+and the wizard shows what sizing decided."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import time
+
+import pytest
+from PySide6.QtWidgets import QWizard
+
+from app.config_store import SwarmMode
+from app.wizard import (
+    INVITE_MODULE_MISSING, PAGE_CREATE, PAGE_JOIN, PAGE_READY, FirstRunWizard, model_problem, real_invite_decoder,
+)
+from core.protocol import NodeState
+
+HAVE_INVITE_MODULE = importlib.util.find_spec("core.swarm.invite") is not None
+WAIT_MS = 15_000
+
+
+def valid_invite_code(swarm_name: str = "Friday night", model_id: str = "org/tiny-llama") -> str:
+    from core.swarm import invite
+
+    peer = invite._b58encode(b"\x12\x20" + hashlib.sha256(b"wizard test peer").digest())
+    return invite.encode_invite(invite.Invite(
+        swarm_name=swarm_name, swarm_id="0123456789abcdef", model_id=model_id, model_revision="",
+        bootstrap=(f"/ip4/100.101.1.1/tcp/31337/p2p/{peer}",), credential=bytes(range(16)),
+        expires_at=int(time.time()) + 86_400))
+
+
+class Finish:
+    def __init__(self, node):
+        self.node = node
+        self.calls = []
+
+    def __call__(self, config, code):
+        self.calls.append((config, code))
+        self.node.start()
+
+
+def make_wizard(qtbot, node, decoder="real"):
+    finish = Finish(node)
+    wizard = FirstRunWizard(node, finish, real_invite_decoder() if decoder == "real" else decoder, default_pc_name="den")
+    qtbot.addWidget(wizard)
+    wizard.show()
+    return wizard, finish
+
+
+def next_button(wizard):
+    return wizard.button(QWizard.WizardButton.NextButton)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("", "Enter a Hugging Face model id"),
+    ("org/model-name", ""),
+    ("meta-llama/Llama-3.1-70B-Instruct", ""),
+    ("just-a-name", "looks like org/model-name"),
+    ("a/b/c", "looks like org/model-name"),
+    ("/nonexistent/folder/xyz", "There is no folder at /nonexistent/folder/xyz."),
+])
+def test_model_problem(text, problem):
+    found = model_problem(text)
+    assert (found == "" if problem == "" else problem in found)
+
+
+def test_local_folder_needs_a_config_json(tmp_path):
+    assert "no config.json" in model_problem(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert model_problem(str(tmp_path)) == ""
+
+
+def test_create_a_swarm_starts_the_node_and_explains_sizing(qtbot, make_node):
+    node = make_node()
+    wizard, finish = make_wizard(qtbot, node)
+    wizard.welcome.create_button.setChecked(True)
+    wizard.next()
+    assert wizard.currentId() == PAGE_CREATE and not next_button(wizard).isEnabled()
+    page = wizard.create_page
+    page.model_edit.setText("not a model")
+    assert "org/model-name" in page.model_error.text() and not next_button(wizard).isEnabled()
+    page.model_edit.setText("org/tiny-llama")
+    page.swarm_name_edit.setText("Friday night")
+    assert page.model_error.text() == "" and next_button(wizard).isEnabled()
+    wizard.next()
+    assert wizard.currentId() == PAGE_READY
+    ((config, code),) = finish.calls
+    assert (config.mode, config.model, config.swarm_name, config.pc_name, code) == \
+        (SwarmMode.CREATE, "org/tiny-llama", "Friday night", "den", None)
+    qtbot.waitUntil(lambda: "12 blocks of 0.7 GB each fit" in wizard.ready_page.sizing_label.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: node.state is NodeState.SERVING, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: wizard.ready_page.state_label.text().startswith("Serving blocks 12–23 of 32"), timeout=WAIT_MS)
+
+
+@pytest.mark.skipif(not HAVE_INVITE_MODULE, reason="core.swarm.invite is not in this checkout yet")
+@pytest.mark.parametrize(("code", "message"), [
+    ("potluck-abc", "typo"),
+    ("hello", "This is not a Potluck invite code"),
+    ("potluck-0000", "incomplete"),
+])
+def test_a_bad_invite_code_is_explained_inline(qtbot, make_node, code, message):
+    wizard, finish = make_wizard(qtbot, make_node())
+    wizard.next()
+    assert wizard.currentId() == PAGE_JOIN
+    wizard.join_page.code_edit.setPlainText(code)
+    assert message in wizard.join_page.feedback.text()
+    assert wizard.join_page.feedback.objectName() == "error"
+    assert not next_button(wizard).isEnabled() and finish.calls == []
+    assert wizard.join_page.code_edit.toPlainText() == code  # what was typed stays for correcting
+
+
+@pytest.mark.skipif(not HAVE_INVITE_MODULE, reason="core.swarm.invite is not in this checkout yet")
+def test_a_typo_in_a_real_code_is_caught_and_fixing_it_allows_joining(qtbot, make_node):
+    node = make_node()
+    wizard, finish = make_wizard(qtbot, node)
+    wizard.next()
+    code = valid_invite_code()
+    typo = code[:40] + ("x" if code[40] != "x" else "y") + code[41:]
+    wizard.join_page.code_edit.setPlainText(typo)
+    assert "typo" in wizard.join_page.feedback.text() and not next_button(wizard).isEnabled()
+    wizard.join_page.code_edit.setPlainText(code)
+    assert wizard.join_page.feedback.text() == "Valid code for the swarm “Friday night” · model org/tiny-llama"
+    assert wizard.join_page.feedback.objectName() == "ok"
+    assert next_button(wizard).isEnabled()
+    wizard.next()
+    ((config, sent_code),) = finish.calls
+    assert (config.mode, config.model, config.swarm_name, sent_code) == (SwarmMode.JOIN, "org/tiny-llama", "Friday night", code)
+
+
+def test_without_the_invite_module_the_join_page_says_why(qtbot, make_node):
+    wizard, _finish = make_wizard(qtbot, make_node(), decoder=None)
+    wizard.next()
+    assert wizard.join_page.feedback.text() == INVITE_MODULE_MISSING
+    wizard.join_page.code_edit.setPlainText("potluck-anything")
+    assert not next_button(wizard).isEnabled()
+
+
+def test_real_invite_decoder_uses_the_module_when_present():
+    decoder = real_invite_decoder()
+    assert (decoder is not None) == HAVE_INVITE_MODULE
+    if decoder is not None:
+        with pytest.raises(ValueError, match="incomplete"):
+            decoder("potluck-0000")

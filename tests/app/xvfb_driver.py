@@ -1,0 +1,179 @@
+"""Drive the real app on a real X display with a real system tray (run by test_xvfb_desktop.py).
+
+Builds the app exactly as run_gui does (theme, default context, PotluckApp) on the display in $DISPLAY, with the
+node command taken from POTLUCK_NODE_COMMAND, then: waits for the tray icon, opens the tray menu, pauses and
+resumes through the menu's actions, opens the dashboard, chats, opens the wizard, takes screenshots into the folder
+given as argv[1], quits, and prints one JSON object with what it saw. Exit code 0 means it got to the end.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from PySide6.QtCore import QEventLoop, QPoint  # noqa: E402
+from PySide6.QtGui import QColor  # noqa: E402
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget  # noqa: E402
+
+from app.app_controller import PotluckApp, default_context  # noqa: E402
+from app.main import make_qapplication  # noqa: E402
+from app.qt_compat import protect_singletons  # noqa: E402
+from app.theme import BACKGROUND, apply_theme  # noqa: E402
+from app.wizard import FirstRunWizard, real_invite_decoder  # noqa: E402
+from core.protocol import NodeState  # noqa: E402
+
+WAIT_SECONDS = 20.0
+
+
+def pump(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+        time.sleep(0.01)
+
+
+def wait_until(what: str, predicate, seconds: float = WAIT_SECONDS) -> None:
+    end = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out waiting for {what}")
+        QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+        time.sleep(0.01)
+
+
+def distinct_colors(rect) -> int:
+    image = QApplication.primaryScreen().grabWindow(0, rect.x(), rect.y(), rect.width(), rect.height()).toImage()
+    return len({image.pixel(x, y) for x in range(image.width()) for y in range(image.height())})
+
+
+def screenshot_root(path: Path, crop: str | None = None) -> None:
+    command = ["import", "-window", "root"] + (["-crop", crop] if crop else []) + [str(path)]
+    subprocess.run(command, check=True, timeout=60)
+
+
+def open_menu_at_icon(app: PotluckApp) -> None:
+    geometry = app.tray.icon.geometry()
+    app.tray.menu.popup(QPoint(geometry.right() - 240, geometry.bottom() + 4))
+    wait_until("the tray menu to open", app.tray.menu.isVisible)
+    pump(0.3)
+
+
+def menu_names(app: PotluckApp) -> list[str]:
+    return [a.objectName() for a in app.tray.menu.actions() if not a.isSeparator()]
+
+
+def valid_invite_code() -> str:
+    """A well-formed code as a friend would paste it (made with the real invite module)."""
+    import hashlib
+
+    from core.swarm import invite
+
+    peer = invite._b58encode(b"\x12\x20" + hashlib.sha256(b"screenshot peer").digest())
+    return invite.encode_invite(invite.Invite(
+        swarm_name="Friday night", swarm_id="0123456789abcdef", model_id="Qwen/Qwen2.5-72B-Instruct",
+        model_revision="", bootstrap=(f"/ip4/100.101.1.1/tcp/31337/p2p/{peer}",), credential=bytes(range(16)),
+        expires_at=int(time.time()) + 86_400))
+
+
+def main(shots: Path) -> int:
+    shots.mkdir(parents=True, exist_ok=True)
+    protect_singletons()
+    qapp = make_qapplication([])
+    apply_theme(qapp)
+    seen: dict = {"tray_available": QSystemTrayIcon.isSystemTrayAvailable()}
+    desktop = QWidget()  # a calm backdrop instead of X's black root, kept below the tray
+    desktop.setStyleSheet(f"background: {QColor(BACKGROUND).darker(108).name()};")
+    desktop.setGeometry(qapp.primaryScreen().geometry())
+    desktop.show()
+    desktop.lower()
+    app = PotluckApp(qapp, default_context(tray_available=seen["tray_available"]))
+    states: list[str] = []
+    app.node.state_changed.connect(lambda s: states.append(s.value))
+    app.launch()
+    wait_until("the node to serve", lambda: app.node.state is NodeState.SERVING and app.node.last_stats is not None)
+    wait_until("the tray icon to be embedded", lambda: not app.tray.icon.geometry().isEmpty())
+    pump(0.5)
+    icon_rect = app.tray.icon.geometry()
+    seen.update(icon_visible=app.tray.icon.isVisible(), icon_geometry=[icon_rect.x(), icon_rect.y(),
+                icon_rect.width(), icon_rect.height()], icon_colors=distinct_colors(icon_rect))
+    seen["icon_is_serving"] = app.tray.icon.icon().cacheKey() == app.context.icons.for_node_state(NodeState.SERVING).cacheKey()
+
+    open_menu_at_icon(app)
+    seen["menu_serving"] = menu_names(app)
+    seen["status_serving"] = app.tray.action("status").text()
+    screen = qapp.primaryScreen().geometry()
+    screenshot_root(shots / "tray-menu.png", f"420x230+{screen.width() - 420}+0")
+    states.clear()
+    app.tray.action("pause").trigger()
+    app.tray.menu.hide()
+    wait_until("the node to pause", lambda: app.node.state is NodeState.PAUSED)
+    seen["states_after_pause"] = list(states)
+    seen["icon_is_paused"] = app.tray.icon.icon().cacheKey() == app.context.icons.for_node_state(NodeState.PAUSED).cacheKey()
+    open_menu_at_icon(app)
+    seen["menu_paused"] = menu_names(app)
+    seen["status_paused"] = app.tray.action("status").text()
+    states.clear()
+    app.tray.action("resume").trigger()
+    app.tray.menu.hide()
+    wait_until("the node to serve again", lambda: app.node.state is NodeState.SERVING)
+    seen["states_after_resume"] = list(states)
+
+    app.show_dashboard()
+    app.dashboard.resize(940, 770)
+    pump(0.5)
+    wait_until("the dashboard's numbers", lambda: app.dashboard.cards["tokens"].value_label.text() != "—")
+    pump(0.3)
+    app.dashboard.grab().save(str(shots / "dashboard.png"))
+
+    app.show_chat()
+    app.chat.resize(980, 640)
+    app.chat.input.setPlainText("What is a potluck, and how does this app work?")
+    app.chat.send()
+    wait_until("the reply", lambda: app.chat.pending is None and len(app.chat.bubbles()) == 2)
+    pump(0.5)
+    app.chat.grab().save(str(shots / "chat.png"))
+    seen["reply"] = app.chat.bubbles()[-1].text
+    seen["reply_caption"] = app.chat.bubbles()[-1].caption_label.text()
+
+    app.show_settings()
+    app.settings_window.log_dir_edit.setText("/home/sam/potluck-logs")  # typed, as an owner would
+    app.settings_window.memory_cap.setValue(12)
+    pump(0.5)
+    app.settings_window.grab().save(str(shots / "settings.png"))
+    app.settings_window.reject()
+
+    wizard = FirstRunWizard(app.node, lambda _config, _code: None, real_invite_decoder(), default_pc_name="Sam's desktop")
+    wizard.set_logo(app.context.icons.app_icon())
+    wizard.show()
+    pump(0.5)
+    wizard.grab().save(str(shots / "wizard-welcome.png"))
+    wizard.next()
+    wizard.join_page.code_edit.setPlainText("potluck-1a2b3c")
+    pump(0.5)
+    seen["wizard_bad_code"] = wizard.join_page.feedback.text()
+    wizard.grab().save(str(shots / "wizard-join-error.png"))
+    wizard.join_page.code_edit.setPlainText(valid_invite_code())
+    pump(0.3)
+    seen["wizard_good_code"] = wizard.join_page.feedback.text()
+    wizard.grab().save(str(shots / "wizard-join.png"))
+    wizard.next()
+    wait_until("the sizing explanation", lambda: "blocks" in wizard.ready_page.sizing_label.text())
+    pump(0.3)
+    wizard.grab().save(str(shots / "wizard-ready.png"))
+    wizard.close()
+
+    app.quit()
+    wait_until("the node to stop", lambda: app.node.state is NodeState.STOPPED and not app.node.is_running)
+    seen["stopped"] = True
+    desktop.close()
+    print(json.dumps(seen))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
