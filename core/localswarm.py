@@ -101,12 +101,13 @@ class LocalSwarm:
             raise
         return self
 
-    def add_server(self, start: int, end: int, *extra: str) -> ServerProcess:
-        return self._wait_ready(self._launch(start, end, *extra))
+    def add_server(self, start: int, end: int, *extra: str, host: str | None = None, prefix: Sequence[str] = ()) -> ServerProcess:
+        return self._wait_ready(self._launch(start, end, *extra, host=host, prefix=prefix))
 
-    def _launch(self, start: int, end: int, *extra: str) -> ServerProcess:
-        args = [*potluck_command(), "serve", "--model", self.model, "--blocks", f"{start}:{end}", "--host", self.host,
-                "--dtype", self.dtype, *self.extra_args, *extra]
+    def _launch(self, start: int, end: int, *extra: str, host: str | None = None, prefix: Sequence[str] = ()) -> ServerProcess:
+        """Start one server; `prefix` wraps the command (e.g. `ip netns exec NS` to run it on another host)."""
+        args = [*prefix, *potluck_command(), "serve", "--model", self.model, "--blocks", f"{start}:{end}",
+                "--host", host or self.host, "--dtype", self.dtype, *self.extra_args, *extra]
         args += ["--initial-peers", *self.initial_peers] if self.servers else ["--new-swarm"]
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env=child_environment(self.env), start_new_session=True)

@@ -9,14 +9,19 @@ import time
 import torch
 
 from core.client.backoff import BanList
-from core.client.routing import NoRouteError, RouteSpan, choose_route, replacement_route
+from core.client.routing import NoRouteError, RouteSpan, choose_route
+from core import wire
 from core.client.session import RemoteChain, SpanFailure
+from core.swarm.streams import PING_PROTOCOL, close_writer, open_stream
 from core.swarm import dht as swarm_dht
 from core.swarm.records import ServerRecord
 
 log = logging.getLogger(__name__)
 
 DRAIN_RETRY_SECONDS = 2.0  # how often to look for a replica of a draining server that had none
+LATENCY_TTL_SECONDS = 60.0  # a measured round trip is trusted this long
+PING_TIMEOUT_SECONDS = 2.0
+UNREACHABLE_LATENCY_MS = 5_000.0  # a server that does not answer a ping is routed through only as a last resort
 
 
 class SwarmError(RuntimeError):
@@ -29,15 +34,46 @@ class SwarmView:
     def __init__(self, dht, p2p, model_uid: str, num_blocks: int, *, bans: BanList | None = None, self_peer_id: str | None = None):
         self.dht, self.p2p, self.model_uid, self.num_blocks = dht, p2p, model_uid, num_blocks
         self.bans = bans or BanList()
-        self.latency_ms: dict[str, float] = {}
+        self.latency_ms: dict[str, float] = {}  # round trip to each server, ms (what routing minimises)
+        self._measured_at: dict[str, float] = {}
+        self._pinned: set[str] = set()
         self.self_peer_id = self_peer_id
 
     async def records(self, start: int = 0, end: int | None = None) -> dict[str, ServerRecord]:
         by_block = await swarm_dht.fetch_records(self.dht, self.model_uid, range(start, self.num_blocks if end is None else end))
         return {r.peer_id: r for r in swarm_dht.unique_servers(by_block)}
 
+    async def measure_latencies(self, records: dict[str, ServerRecord]) -> None:
+        """Ping servers not measured in the last LATENCY_TTL_SECONDS (in parallel); keep round trips in ms."""
+        now = time.monotonic()
+        stale = [r for r in records.values() if now - self._measured_at.get(r.peer_id, -1e9) > LATENCY_TTL_SECONDS
+                 and r.peer_id not in self._pinned]
+        results = await asyncio.gather(*(self._ping(r) for r in stale), return_exceptions=True)
+        for record, result in zip(stale, results):
+            self.latency_ms[record.peer_id] = result if isinstance(result, float) else UNREACHABLE_LATENCY_MS
+            self._measured_at[record.peer_id] = now
+
+    async def _ping(self, record: ServerRecord) -> float:
+        reader, writer = await open_stream(self.p2p, record.peer_id, PING_PROTOCOL, record.addrs, PING_TIMEOUT_SECONDS)
+        try:
+            rtts = []
+            for _ in range(2):  # the first round trip also sets the stream up; keep the best
+                began = time.perf_counter()
+                await wire.send(writer, wire.encode_json({"op": "ping"}))
+                await asyncio.wait_for(wire.receive(reader), PING_TIMEOUT_SECONDS)
+                rtts.append((time.perf_counter() - began) * 1000)
+            return min(rtts)
+        finally:
+            close_writer(writer)
+
+    def pin_latency(self, latencies: dict[str, float]) -> None:
+        """Use these latencies instead of measuring (tests, or a user's preference for some servers)."""
+        self.latency_ms.update(latencies)
+        self._pinned.update(latencies)
+
     async def route(self, min_cache_tokens: int = 0, exclude: set[str] = frozenset()) -> list[tuple[RouteSpan, ServerRecord]]:
         records = await self.records()
+        await self.measure_latencies(records)
         try:
             spans = choose_route(
                 records.values(), self.num_blocks, latency_ms=self.latency_ms, banned=self.bans.banned_peers() | exclude,
@@ -49,9 +85,10 @@ class SwarmView:
 
     async def replacement(self, failed: RouteSpan, min_cache_tokens: int, exclude: set[str]) -> list[tuple[RouteSpan, ServerRecord]]:
         records = await self.records(failed.start_block, failed.end_block)
-        spans = replacement_route(
-            records.values(), self.num_blocks, failed, banned=self.bans.banned_peers() | exclude,
-            latency_ms=self.latency_ms, min_cache_tokens=min_cache_tokens, self_peer_id=self.self_peer_id,
+        spans = choose_route(  # exactly the failed span's blocks; `exclude` says whether its server may stay
+            records.values(), self.num_blocks, start_block=failed.start_block, end_block=failed.end_block,
+            banned=self.bans.banned_peers() | exclude, latency_ms=self.latency_ms, min_cache_tokens=min_cache_tokens,
+            self_peer_id=self.self_peer_id,
         )
         return [(span, records[span.peer_id]) for span in spans]
 
@@ -97,7 +134,10 @@ class InferenceSession:
             except SpanFailure as failure:
                 if attempt == self.max_retries:
                     raise SwarmError(f"gave up after {attempt + 1} tries: {failure}") from None
-                await self._recover(failure, position)
+                try:
+                    await self._recover(failure, position)
+                except SpanFailure as again:  # a replacement failed too: the next attempt finds and replaces it
+                    self.swarm.bans.ban(again.peer_id)
         for conn in self.chain.connections:
             self.swarm.bans.record_success(conn.span.peer_id)
         self._inputs.append(hidden)
@@ -110,9 +150,11 @@ class InferenceSession:
         now = time.monotonic()
         for conn in list(self.chain.connections):
             if conn.draining and now >= conn.retry_drain_at:
+                # a server that shrank may still serve part of our span: only one that leaves is excluded
+                exclude = set() if conn.drain_reason == "resize" else {conn.span.peer_id}
                 try:
-                    await self._replace(self.chain.connections.index(conn), self.position, reason="drain",
-                                        exclude={conn.span.peer_id}, wait_seconds=0.0)
+                    await self._replace(self.chain.connections.index(conn), self.position, reason=conn.drain_reason or "drain",
+                                        exclude=exclude, wait_seconds=0.0)
                 except SwarmError:
                     conn.retry_drain_at = now + DRAIN_RETRY_SECONDS  # it still serves us until it leaves
 
@@ -125,20 +167,24 @@ class InferenceSession:
         """Put other servers in place of chain[index], with their cache rebuilt up to `position`."""
         began = time.perf_counter()
         old = self.chain.connections[index]
-        exclude = exclude | {old.span.peer_id}
+        if reason not in ("resize",):
+            exclude = exclude | {old.span.peer_id}
         deadline = time.monotonic() + (self.failover_wait_seconds if wait_seconds is None else wait_seconds)
-        while True:
-            try:
-                spans = await self.swarm.replacement(old.span, self.max_length, exclude)
-                break
-            except NoRouteError as e:
-                if time.monotonic() >= deadline:
-                    raise SwarmError(f"no server can take over blocks {old.span.start_block}-{old.span.end_block - 1}: {e}") from None
-                await asyncio.sleep(0.5)  # a joining server may show up
+        spans = await self._find_replacement(old.span, exclude, deadline)
         old.close()
         following = self.chain.connections[index + 1] if index + 1 < len(self.chain.connections) else None
         before = self.chain.connections[index - 1].span.peer_id if index > 0 else None
-        new = await self.chain.open_spans(spans, index, following, before)
+        for attempt in range(self.max_retries + 1):
+            try:
+                new = await self.chain.open_spans(spans, index, following, before)
+                break
+            except SpanFailure as failure:  # e.g. a dead server whose record has not expired yet
+                self.swarm.bans.ban(failure.peer_id)
+                exclude = exclude | {failure.peer_id}
+                if attempt == self.max_retries:
+                    raise SwarmError(f"no replacement for blocks {old.span.start_block}-{old.span.end_block - 1} "
+                                     f"accepted a session: {failure}") from None
+                spans = await self._find_replacement(old.span, exclude, deadline)
         self.chain.connections[index : index + 1] = new
         if position > 0:
             inputs = await self._inputs_of(index, position, depth)
@@ -153,6 +199,15 @@ class InferenceSession:
             "to": [c.span.peer_id for c in new], "reason": reason, "replayed_tokens": position,
             "seconds": round(time.perf_counter() - began, 4),
         })
+
+    async def _find_replacement(self, span: RouteSpan, exclude: set[str], deadline: float):
+        while True:
+            try:
+                return await self.swarm.replacement(span, self.max_length, exclude)
+            except NoRouteError as e:
+                if time.monotonic() >= deadline:
+                    raise SwarmError(f"no server can take over blocks {span.start_block}-{span.end_block - 1}: {e}") from None
+                await asyncio.sleep(0.5)  # a joining server may show up
 
     async def _inputs_of(self, index: int, position: int, depth: int) -> torch.Tensor:
         if index == 0:

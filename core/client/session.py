@@ -53,6 +53,7 @@ class Connection:
     pump: asyncio.Task | None = None
     draining: bool = False  # the server asked us to move
     retry_drain_at: float = 0.0  # monotonic time to look for a replacement again
+    drain_reason: str = ""  # "drain" (the server goes away) or "resize" (it keeps a smaller range)
     bytes_sent: int = 0
     bytes_received: int = 0
 
@@ -128,6 +129,7 @@ class RemoteChain:
                     message = {"op": "error", "message": f"malformed reply: {e}", "code": "WireError"}
                 if isinstance(message, dict) and message.get("op") == "drain":
                     conn.draining = True
+                    conn.drain_reason = str(message.get("reason", "drain"))
                     continue
                 await self.events.put((conn, message))
         except (asyncio.IncompleteReadError, ConnectionError, wire.WireError):
@@ -212,20 +214,27 @@ class RemoteChain:
     async def history(self, index: int, upto: int, timeout: float) -> torch.Tensor:
         """The outputs server `index` produced for positions [0, upto)."""
         conn = self.connections[index]
-        await conn.send(wire.encode_json({"op": "history", "upto": upto}))
+        self._step_id += 1
+        request_id = self._step_id  # tags the reply: a late output of an abandoned step must not be taken for history
+        await conn.send(wire.encode_json({"op": "history", "upto": upto, "id": request_id}))
         chunks: list[torch.Tensor] = []
 
         def collect(c, m):
             if c is not conn:
                 return None
-            if isinstance(m, wire.Step):
+            if isinstance(m, wire.Step) and m.step_id == request_id:
+                if m.position != sum(chunk.shape[1] for chunk in chunks):
+                    raise SpanFailure(index, conn.span.peer_id, "sent its history out of order")
                 chunks.append(m.hidden)
-            elif isinstance(m, dict) and m.get("op") == "history_end":
+            elif isinstance(m, dict) and m.get("op") == "history_end" and m.get("id") == request_id:
                 return True
             return None
 
-        await self._await(collect, -1, timeout)
-        return torch.cat(chunks, dim=1) if chunks else torch.empty(1, 0, self.hidden_size)
+        await self._await(collect, request_id, timeout)
+        history = torch.cat(chunks, dim=1) if chunks else torch.empty(1, 0, self.hidden_size)
+        if history.shape[1] != upto:
+            raise SpanFailure(index, conn.span.peer_id, f"sent {history.shape[1]} tokens of history, not {upto}")
+        return history
 
     async def relink(self, index: int) -> None:
         """Tell server `index - 1` to push to the (new) server at `index`, and that one who pushes to it."""

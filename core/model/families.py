@@ -52,18 +52,26 @@ class BlockStack(nn.Module):
     def cached_length(self, cache) -> int:
         return 0 if cache is None else cache.get_seq_length(self.start)
 
+    def extended(self, after: "BlockStack") -> "BlockStack":
+        """This stack followed by `after` (which must start where this one ends), sharing both's weights."""
+        if after.start != self.end:
+            raise ValueError(f"blocks {after.start}:{after.end} do not continue {self.start}:{self.end}")
+        return self._view(self.start, after.end, nn.ModuleList([*self.layers, *after.layers]))
+
+    def _view(self, start: int, end: int, layers: nn.ModuleList) -> "BlockStack":
+        view = BlockStack.__new__(BlockStack)
+        nn.Module.__init__(view)
+        view.family, view.config, view.start, view.end = self.family, self.config, start, end
+        view.layers, view.extras = layers, self.extras
+        return view
+
     def subrange(self, start: int, end: int) -> "BlockStack":
         """Blocks [start, end) of this stack, sharing its weights (a session may use part of a server's range)."""
         if not self.start <= start < end <= self.end:
             raise ValueError(f"blocks {start}:{end} are not within {self.start}:{self.end}")
         if (start, end) == (self.start, self.end):
             return self
-        layers = nn.ModuleList(self.layers[start - self.start : end - self.start])
-        view = BlockStack.__new__(BlockStack)
-        nn.Module.__init__(view)
-        view.family, view.config, view.start, view.end = self.family, self.config, start, end
-        view.layers, view.extras = layers, self.extras
-        return view
+        return self._view(start, end, nn.ModuleList(self.layers[start - self.start : end - self.start]))
 
 
 @dataclass(frozen=True)

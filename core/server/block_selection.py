@@ -59,8 +59,9 @@ def should_move(
       2. raises the swarm's minimum replica count over all blocks, or
       3. keeps that minimum and raises the swarm's minimum per-block throughput by `min_improvement` or more
          (not judged while that minimum is 0: some server is unmeasured, so no gain is clear yet).
-    Never moves when some block of the current range has no other ONLINE server (it would become a gap, or depend
-    on a server still loading), and never returns the current range itself.
+    Never moves when a block it would give up (in the current range but not the new one) has no other ONLINE
+    server (it would become a gap, or depend on a server still loading); blocks both ranges share stay covered by
+    this server. Never returns the current range itself.
     """
     if not (isinstance(self_peer_id, str) and self_peer_id):
         raise ValueError(f"self_peer_id must be a non-empty string, got {self_peer_id!r}")
@@ -71,10 +72,11 @@ def should_move(
     records = _checked(records)
     others = [r for r in records if r.peer_id != self_peer_id]
     online_others = [r for r in others if r.state is ServerState.ONLINE]
-    if min(coverage(total_blocks, online_others)[start:end]) == 0:
-        return None
     target = choose_blocks(end - start, total_blocks, others)
     if target == (start, end):
+        return None
+    others_coverage = coverage(total_blocks, online_others)
+    if any(others_coverage[b] == 0 for b in range(start, end) if not target[0] <= b < target[1]):
         return None
     self_throughput = max((r.throughput_tokens_per_second for r in records if r.peer_id == self_peer_id), default=0.0)
     stay = _with_self(total_blocks, others, self_peer_id, (start, end), self_throughput)

@@ -8,6 +8,7 @@ or, with push, from the previous server's push stream; both feed one inbox so st
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -148,7 +149,7 @@ class SessionHandler:
             else:
                 await self.send_error("acknowledgements are not accepted here", code="WireError")
             if self.server.draining and not session.ephemeral:
-                await self.send(wire.encode_json({"op": "drain", "message": "this server is draining"}))
+                await self.send(wire.encode_json({"op": "drain", "reason": "drain", "message": "this server is draining"}))
 
     async def _step(self, session: ServerSession, step: wire.Step) -> None:
         try:
@@ -204,9 +205,12 @@ class SessionHandler:
         await self.send(wire.encode_json({"op": "relinked"}))
 
     async def _send_history(self, session: ServerSession, message: dict) -> None:
-        upto = message.get("upto")
+        upto, request_id = message.get("upto"), message.get("id", 0)
         if not isinstance(upto, int) or isinstance(upto, bool) or upto < 0:
             await self.send_error("history: 'upto' must be a non-negative integer", code="WireError")
+            return
+        if not isinstance(request_id, int) or isinstance(request_id, bool) or not 0 <= request_id < 2**32:
+            await self.send_error("history: 'id' must be an unsigned 32-bit integer", code="WireError")
             return
         try:
             history = session.history_upto(upto)
@@ -215,8 +219,8 @@ class SessionHandler:
             return
         chunk = wire.max_chunk_tokens(history.shape[2], history.dtype)
         for start in range(0, history.shape[1], chunk):
-            await self.send(wire.encode_step(wire.Step(0, start, history[:, start : start + chunk])))
-        await self.send(wire.encode_json({"op": "history_end", "upto": upto}))
+            await self.send(wire.encode_step(wire.Step(request_id, start, history[:, start : start + chunk])))
+        await self.send(wire.encode_json({"op": "history_end", "upto": upto, "id": request_id}))
 
 
 async def serve_push(server: "BlockServer", peer_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -253,7 +257,9 @@ async def serve_ping(server: "BlockServer", peer_id: str, reader: asyncio.Stream
             message = wire.decode(body)
             if not isinstance(message, dict) or message.get("op") != "ping":
                 raise wire.WireError("expected a ping")
-            await wire.send(writer, wire.encode_json({"op": "pong", "time": time.time(), "record": server.record().to_wire()}))
+            stats = dataclasses.asdict(server.stats)  # byte and token counters, for benchmarks and status
+            await wire.send(writer, wire.encode_json({"op": "pong", "time": time.time(), "record": server.record().to_wire(),
+                                                      "stats": stats}))
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, wire.WireError):
         pass
     finally:

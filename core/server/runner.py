@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import AsyncContextManager, Callable
 
 from core.model.loading import ModelSpec, load_blocks, open_model, parse_dtype
 from core.server.server import BlockServer, ServerConfig
 from core.swarm import dht as swarm_dht
 
 log = logging.getLogger(__name__)
+
+WORKSPACE_BYTES = 256 * 2**20  # activations of one step, beside weights and cache
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,11 @@ class ServeOptions:
     revision: str | None = None
     dht: swarm_dht.DHTOptions = field(default_factory=swarm_dht.DHTOptions)
     server: ServerConfig = field(default_factory=ServerConfig)
+    reserve_bytes: int = 2 * 2**30  # memory left free for the owner's own programs; below it, blocks are shed
+    resize: bool = True  # shed blocks under memory pressure and grow back when memory is free again
+    rebalance_period_seconds: float = 120.0  # how often a server that chose its own range checks for a better one
+    admit: Callable[[str], bool] | None = None  # who may call this server (a private swarm's member check)
+    attach: Callable[[object], AsyncContextManager] | None = None  # (dht) -> services that run while serving
 
 
 def choose_range(spec: ModelSpec, options: ServeOptions, dht) -> tuple[int, int]:
@@ -58,7 +66,7 @@ def size_from_memory(spec: ModelSpec, options: ServeOptions):
     return plan_num_blocks(MemoryPlanInput(
         device="cuda" if options.device.startswith("cuda") else "cpu", free_bytes=free_bytes,
         bytes_per_block=spec.block_bytes(dtype), cache_bytes_per_token_per_block=spec.cache_bytes_per_token(dtype),
-        cache_tokens=options.server.cache_tokens, workspace_bytes=256 * 2**20, reserve_bytes=2 * 2**30,
+        cache_tokens=options.server.cache_tokens, workspace_bytes=WORKSPACE_BYTES, reserve_bytes=options.reserve_bytes,
         max_blocks=spec.num_blocks,
     ))
 
@@ -70,16 +78,33 @@ async def run_server(options: ServeOptions, on_ready: Callable[[BlockServer], No
     dht = swarm_dht.start_dht(options.dht)
     server = None
     try:
-        start, end = choose_range(spec, options, dht)
-        stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device)
-        server = await BlockServer.create(spec, stack, dht, options.server)
-        on_ready(server)
-        await stop.wait()
-        await server.drain()
+        async with options.attach(dht) if options.attach is not None else contextlib.nullcontext():
+            start, end = await asyncio.to_thread(choose_range, spec, options, dht)  # it runs its own event loop
+            stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device)
+            server = await BlockServer.create(spec, stack, dht, options.server, admit=options.admit,
+                                              **dynamic_arguments(spec, options, dtype))
+            on_ready(server)
+            await stop.wait()
+            await server.drain()
     finally:
         if server is not None:
             await server.shutdown()
         dht.shutdown()
+
+
+def dynamic_arguments(spec: ModelSpec, options: ServeOptions, dtype) -> dict:
+    """What lets a server change its range: runtime resize, and rebalancing when it chose its range itself."""
+    from core.server.memory import probe_free_bytes
+    from core.server.resize import ResizePolicy
+
+    arguments: dict = dict(load_range=lambda start, end: load_blocks(spec, start, end, dtype, options.device))
+    if options.resize:
+        per_block = spec.block_bytes(dtype) + spec.cache_bytes_per_token(dtype) * options.server.cache_tokens
+        arguments.update(memory_probe=lambda: probe_free_bytes(options.device),
+                         resize_policy=ResizePolicy(reserve_bytes=options.reserve_bytes, per_block_bytes=per_block))
+    if options.blocks is None:  # an explicit --blocks range stays where the owner put it
+        arguments.update(rebalance_period_seconds=options.rebalance_period_seconds)
+    return arguments
 
 
 def serve_forever(options: ServeOptions, on_ready: Callable[[BlockServer], None]) -> None:

@@ -66,22 +66,47 @@ class BlockServer:
         self._handlers: dict[str, handlers.SessionHandler] = {}
         self._tasks: set[asyncio.Task] = set()
         self._last_expiration = 0.0
+        self._announced_blocks = (stack.start, stack.end)  # every block we ever announced (shed ones included)
+        self.watcher = None
+        self.moves: list[dict] = []  # rebalancing moves, for stats and tests
+        self._background: list[asyncio.Task] = []
         self._announcer: asyncio.Task | None = None
         self._compute_lock = asyncio.Lock()
 
     @classmethod
-    async def create(cls, spec: ModelSpec, stack: BlockStack, dht: hivemind.DHT, config: ServerConfig, admit=None) -> "BlockServer":
+    async def create(cls, spec: ModelSpec, stack: BlockStack, dht: hivemind.DHT, config: ServerConfig, admit=None,
+                     memory_probe=None, resize_policy=None, load_range=None,
+                     rebalance_period_seconds: float | None = None) -> "BlockServer":
+        """Announce, measure, register handlers, go ONLINE.
+
+        With `load_range` (start, end -> BlockStack) the server can change its range: with a memory probe and a
+        policy it sheds and grows blocks at runtime, and with a rebalance period it moves where the swarm needs it.
+        """
         p2p = await dht.replicate_p2p()
         self = cls(spec, stack, dht, p2p, config, admit)
         await self.announce()
         self.throughput_tokens_per_second = await asyncio.to_thread(measure_throughput, stack)
-        await p2p.add_binary_stream_handler(SESSION_PROTOCOL, self._guard(self._on_session))
-        await p2p.add_binary_stream_handler(PUSH_PROTOCOL, self._guard(self._on_push))
-        await p2p.add_binary_stream_handler(PING_PROTOCOL, self._guard(self._on_ping))
+        for protocol in (SESSION_PROTOCOL, PUSH_PROTOCOL, PING_PROTOCOL):
+            await p2p.add_binary_stream_handler(protocol, self.stream_handler(protocol))
         self.state = ServerState.ONLINE
         await self.announce()
         self._announcer = asyncio.create_task(self._announce_forever())
+        if memory_probe is not None and resize_policy is not None and load_range is not None:
+            from core.server.resize import MemoryWatcher
+
+            self.watcher = MemoryWatcher(self, memory_probe, resize_policy, load_range)
+            self._background.append(asyncio.create_task(self.watcher.run()))
+        if rebalance_period_seconds and load_range is not None:
+            from core.server.rebalance import rebalance_forever
+
+            self._background.append(asyncio.create_task(rebalance_forever(self, rebalance_period_seconds, load_range)))
         return self
+
+    def stream_handler(self, protocol: str):
+        """The admission-checked handler for `protocol` (what p2pd calls), or None. The node also calls it for
+        streams from its own client to its own server, which libp2p cannot dial."""
+        by_protocol = {SESSION_PROTOCOL: self._on_session, PUSH_PROTOCOL: self._on_push, PING_PROTOCOL: self._on_ping}
+        return self._guard(by_protocol[protocol]) if protocol in by_protocol else None
 
     # ---- who may talk to us -------------------------------------------------------------------------------
     def _guard(self, handler):
@@ -89,7 +114,7 @@ class BlockServer:
             peer_id = stream_info.peer_id.to_base58()
             if not self.admit(peer_id):
                 self.stats.refused += 1
-                await _refuse(writer, "you are not a member of this swarm")
+                await _refuse(reader, writer, "you are not a member of this swarm")
                 return
             task = asyncio.current_task()
             self._tasks.add(task)
@@ -153,6 +178,9 @@ class BlockServer:
             return None
         return handler
 
+    def session_handlers(self) -> list["handlers.SessionHandler"]:
+        return list(self._handlers.values())
+
     @property
     def active_sessions(self) -> int:
         return len(self._handlers)
@@ -175,12 +203,18 @@ class BlockServer:
     async def announce(self) -> bool:
         expiration = max(swarm_dht.now() + self.config.record_ttl_seconds, self._last_expiration + 0.001)
         self._last_expiration = expiration
-        return await swarm_dht.store_records(self.dht, self.spec.uid, self.record(), expiration, self.spec.num_blocks)
+        record = self.record()
+        low, high = min(self._announced_blocks[0], record.start_block), max(self._announced_blocks[1], record.end_block)
+        self._announced_blocks = (low, high)
+        # blocks we shed get our new record too: it does not host them, so routes drop us there at once
+        return await swarm_dht.store_records(self.dht, self.spec.uid, record, expiration, self.spec.num_blocks,
+                                             blocks=range(low, high))
 
     async def _announce_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.announce_period_seconds)
             try:
+                await swarm_dht.rejoin(self.dht, [str(m) for m in self.dht.initial_peers or ()])  # heals a cut-off peer
                 await self.announce()
             except Exception as e:  # the DHT may be briefly unreachable; the next period retries
                 log.warning("announcement failed: %s", e)
@@ -193,7 +227,7 @@ class BlockServer:
             await self.announce()
             for handler in list(self._handlers.values()):
                 if handler.session is not None and not handler.session.ephemeral:
-                    await handler.send(wire.encode_json({"op": "drain", "message": "this server is draining"}))
+                    await handler.send(wire.encode_json({"op": "drain", "reason": "drain", "message": "this server is draining"}))
         deadline = time.monotonic() + self.config.drain_timeout_seconds
         while self._handlers and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -201,6 +235,8 @@ class BlockServer:
     async def shutdown(self) -> None:
         if self._announcer is not None:
             self._announcer.cancel()
+        for task in self._background:
+            task.cancel()
         self.state = ServerState.OFFLINE
         try:
             await asyncio.wait_for(self.announce(), 5.0)
@@ -215,13 +251,27 @@ class BlockServer:
             task.cancel()
 
 
-async def _refuse(writer, message: str) -> None:
+REFUSE_DRAIN_SECONDS = 1.0  # how long a refused stream waits for its caller to finish sending
+
+
+async def _refuse(reader, writer, message: str) -> None:
+    """Answer and close. What the caller already sent is read (bounded) first: closing with unread bytes made
+    p2pd reset the stream, and 16 of 200 refusals never reached the caller."""
     try:
         await wire.send(writer, wire.encode_json({"op": "error", "message": message, "code": "NotAMember"}))
-    except (ConnectionError, RuntimeError):
+        await asyncio.wait_for(_discard(reader, 1 << 20), REFUSE_DRAIN_SECONDS)
+    except (ConnectionError, RuntimeError, asyncio.TimeoutError):
         pass
     finally:
         writer.close()
+
+
+async def _discard(reader, limit_bytes: int) -> None:
+    while limit_bytes > 0:
+        chunk = await reader.read(min(65536, limit_bytes))
+        if not chunk:
+            return
+        limit_bytes -= len(chunk)
 
 
 def measure_throughput(stack: BlockStack, steps: int = 8) -> float:

@@ -3,6 +3,11 @@
 Keys are one per block (``"<model uid>.b<block>"``); each serving peer stores its `ServerRecord` under its own
 subkey, so replicas of a block sit side by side. hivemind keeps the value with the *latest expiration* for a
 subkey, so every store (the offline announcement included) must expire later than the one before it.
+
+In a private swarm (the DHT has hivemind's RSASignatureValidator, see core/swarm/secure.py) the subkey is the
+peer id followed by the owner's `[owner:<RSA public key>]` marker: the DHT then accepts only records signed by
+that key, and a reader keeps a record only if the key in its subkey hashes to the record's peer id, and that
+peer is an active member in the reader's own member list. Without a swarm the subkey is the bare peer id.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import hivemind
+from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.utils import get_dht_time
 
 from core.swarm.records import RecordError, ServerRecord
@@ -35,6 +41,7 @@ class DHTOptions:
     client_mode: bool = False  # a client that serves nothing does not take part in storing DHT records
     identity_path: str | None = None  # a private key file: the same peer id across restarts
     announce_host: str | None = None  # address other peers should dial, when it differs from `host`
+    announce_port: int | None = None  # port other peers should dial (a forwarded port or a relay), when not `port`
     extra: dict = field(default_factory=dict)  # further hivemind.DHT / P2P keyword arguments (authorizer, ...)
 
 
@@ -45,26 +52,74 @@ def block_key(model_uid: str, block: int) -> str:
     return f"{model_uid}.b{block}"
 
 
-def _die_with_parent() -> None:  # runs inside the DHT process
+async def _arm_parent_death_signal(dht, node) -> int:  # module level: pickled by name into the DHT process
+    """Make the DHT process (and its p2pd) end when our process dies, even by kill -9.
+
+    An orphaned DHT child and its p2pd would keep this peer's identity taken, and a restart would be refused.
+    """
+    daemon = getattr(node.p2p, "_child", None)  # the p2pd subprocess this DHT process started
+
+    def on_term(signum, frame):
+        if daemon is not None and daemon.returncode is None:
+            try:
+                daemon.kill()
+            except ProcessLookupError:
+                pass
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
+    except (OSError, AttributeError):
         pass
-
-
-async def _arm_parent_death_signal(dht, node) -> int:  # module level: pickled by name into the DHT process
-    _die_with_parent()
+    if os.getppid() == 1:  # the parent died before the signal was armed
+        on_term(signal.SIGTERM, None)
     return os.getpid()
+
+
+class _rejoin:  # picklable: runs inside the DHT process
+    """Dial and ping the swarm's bootstrap peers again: a peer cut off for a minute does not come back by itself."""
+
+    def __init__(self, maddrs: Sequence[str]):
+        self.maddrs = list(maddrs)
+
+    async def __call__(self, dht, node) -> int:
+        from hivemind.p2p import PeerID
+        from hivemind.utils.multiaddr import Multiaddr
+
+        answered = 0
+        for maddr in self.maddrs:
+            try:
+                peer_id = PeerID.from_base58(maddr.rsplit("/p2p/", 1)[1])
+                if peer_id == node.peer_id:
+                    continue
+                await asyncio.wait_for(node.p2p._client.connect(peer_id, [Multiaddr(maddr.rsplit("/p2p/", 1)[0])]), 3.0)
+                answered += (await asyncio.wait_for(node.protocol.call_ping(peer_id), 3.0)) is not None
+            except Exception:  # unreachable right now: try again next period
+                continue
+        return answered
+
+
+async def rejoin(dht: hivemind.DHT, initial_peers: Sequence[str]) -> int:
+    """Re-dial the bootstrap peers from inside the DHT process; returns how many answered."""
+    if not initial_peers:
+        return 0
+    return await dht.run_coroutine(_rejoin(initial_peers), return_future=True)
 
 
 def start_dht(options: DHTOptions) -> hivemind.DHT:
     """Start a DHT node (a child process with its own p2pd). Raises RuntimeError with the reason on failure."""
     host_maddr = f"/ip4/{options.host}/tcp/{options.port}"
     kwargs = dict(options.extra)
-    if options.announce_host and options.port:
-        kwargs.setdefault("announce_maddrs", [f"/ip4/{options.announce_host}/tcp/{options.port}"])
+    # A friends' swarm needs none of these, and each sends traffic beyond the swarm's own addresses
+    # (UPnP/NAT-PMP multicast, AutoNAT probes, relay discovery): off unless a caller asks otherwise.
+    for name in ("use_relay", "use_auto_relay", "nat_port_map", "auto_nat", "use_ipfs"):
+        kwargs.setdefault(name, False)
+    announce_port = options.announce_port or options.port
+    if (options.announce_host or options.announce_port) and announce_port:
+        kwargs.setdefault("announce_maddrs", [f"/ip4/{options.announce_host or options.host}/tcp/{announce_port}"])
     try:
         dht = hivemind.DHT(
             initial_peers=list(options.initial_peers) or None,
@@ -85,12 +140,45 @@ def visible_maddrs(dht: hivemind.DHT) -> list[str]:
     return [str(m) for m in dht.get_visible_maddrs()]
 
 
+def owner_marker(dht: hivemind.DHT) -> str | None:
+    """The `[owner:...]` marker of this DHT's own key when its records are signed (a private swarm), else None."""
+    for validator in getattr(getattr(dht, "_record_validator", None), "_validators", ()):  # hivemind's CompositeValidator
+        if isinstance(validator, RSASignatureValidator):
+            return validator.local_public_key.decode("ascii")
+    return None
+
+
+def owner_subkey(dht: hivemind.DHT, peer_id: str) -> str:
+    """The subkey under which `peer_id` (this DHT's own peer) stores its records: signed in a private swarm."""
+    marker = owner_marker(dht)
+    return peer_id if marker is None else peer_id + marker
+
+
+def subkey_owner(subkey, signed: bool) -> str | None:
+    """The peer id a record's subkey vouches for: with `signed`, only an owner subkey whose key hashes to the
+    peer id it starts with (the DHT checked the record's signature against that key); else the bare peer id."""
+    if not isinstance(subkey, str):
+        return None
+    if not signed:
+        return subkey
+    from core.swarm.admission import owner_peer_id
+
+    owner = owner_peer_id(subkey.encode())
+    return owner if owner is not None and subkey.startswith(owner + "[owner:") else None
+
+
 async def store_records(dht: hivemind.DHT, model_uid: str, record: ServerRecord, expiration_time: float,
-                        num_blocks: int) -> bool:
-    """Store `record` under every block it hosts, and the model in the swarm's index. True if all succeeded."""
-    keys = [block_key(model_uid, b) for b in range(record.start_block, record.end_block)]
+                        num_blocks: int, blocks: Iterable[int] | None = None) -> bool:
+    """Store `record` under `blocks` (default: those it hosts) and the model in the swarm's index.
+
+    A block key may get a record that does not host it (after the server shed that block): readers skip it,
+    which takes the server off that block's list before the old record would have expired. True if all stored.
+    """
+    blocks = range(record.start_block, record.end_block) if blocks is None else blocks
+    keys = [block_key(model_uid, b) for b in blocks]
     value = record.to_wire()
-    futures = [dht.store(k, value, expiration_time, subkey=record.peer_id, return_future=True) for k in keys]
+    subkey = owner_subkey(dht, record.peer_id)
+    futures = [dht.store(k, value, expiration_time, subkey=subkey, return_future=True) for k in keys]
     futures.append(dht.store(MODELS_KEY, {"num_blocks": num_blocks}, expiration_time, subkey=model_uid, return_future=True))
     results = await asyncio.gather(*futures, return_exceptions=True)
     return all(r is True for r in results)
@@ -106,34 +194,53 @@ async def _get_many(dht, node, keys):  # runs inside the DHT process
     return out
 
 
+async def _get_many_with_members(dht, node, keys):  # runs inside the DHT process
+    """The records, and the active members in this node's list (None when the DHT admits everyone)."""
+    membership = getattr(getattr(node.protocol, "authorizer", None), "membership", None)
+    if not callable(membership):
+        return await _get_many(dht, node, keys), None
+    current = membership()
+    active = frozenset(m.peer_id for m in current.active) if current is not None else frozenset()
+    return await _get_many(dht, node, keys), active
+
+
 async def fetch_records(dht: hivemind.DHT, model_uid: str, blocks: Iterable[int]) -> dict[int, list[ServerRecord]]:
     """The records announced for each block; malformed records are dropped with a log line."""
     blocks = list(blocks)
     keys = {block_key(model_uid, b): b for b in blocks}
-    raw = await dht.run_coroutine(_partial_get_many(list(keys)), return_future=True)
+    raw, members = await dht.run_coroutine(_partial_get_many(list(keys), with_members=True), return_future=True)
+    signed = owner_marker(dht) is not None
     result: dict[int, list[ServerRecord]] = {b: [] for b in blocks}
     for key, by_subkey in raw.items():
         block = keys.get(key)
         if block is None:
             continue
         for subkey, value in by_subkey.items():
+            owner = subkey_owner(subkey, signed)
+            if owner is None or (members is not None and owner not in members):
+                continue  # unsigned in a private swarm, or from a peer that is not (or no longer) a member
             try:
                 record = ServerRecord.from_wire(value)
             except RecordError as e:
-                log.warning("dropping a malformed record for block %s from %s: %s", block, subkey, e)
+                log.warning("dropping a malformed record for block %s from %s: %s", block, owner[-8:], e)
                 continue
-            if record.peer_id != subkey or not record.hosts(block):
-                log.warning("dropping a record for block %s whose subkey or range does not match", block)
+            if record.peer_id != owner:
+                log.warning("dropping a record for block %s whose subkey does not match its peer id", block)
                 continue
+            if not record.hosts(block):
+                continue  # the server shed this block and says so
+
             result[block].append(record)
     return result
 
 
 class _partial_get_many:  # a picklable callable (a closure would not pickle into the DHT process)
-    def __init__(self, keys: Sequence[str]):
-        self.keys = list(keys)
+    def __init__(self, keys: Sequence[str], with_members: bool = False):
+        self.keys, self.with_members = list(keys), with_members
 
     async def __call__(self, dht, node):
+        if self.with_members:
+            return await _get_many_with_members(dht, node, self.keys)
         return await _get_many(dht, node, self.keys)
 
 

@@ -29,7 +29,8 @@ async def open_stream(
         if not addrs:
             raise PeerUnreachableError(f"cannot reach {peer_id[-8:]}: {first_error or 'timed out'}") from None
     try:
-        await asyncio.wait_for(p2p._client.connect(pid, [Multiaddr(a) for a in addrs]), timeout_seconds)
+        dial = [Multiaddr(a.rsplit("/p2p/", 1)[0]) for a in addrs]  # p2pd refuses addresses that end in /p2p/<id>
+        await asyncio.wait_for(p2p._client.connect(pid, dial), timeout_seconds)
         _, reader, writer = await asyncio.wait_for(p2p.call_binary_stream_handler(pid, protocol), timeout_seconds)
         return reader, writer
     except Exception as e:

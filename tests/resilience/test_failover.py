@@ -20,7 +20,7 @@ def generate_and_disturb(model_dir, swarm, victim, disturb, at_token=6, push=Tru
     client = DistributedModelForCausalLM.from_pretrained(str(model_dir), initial_peers=swarm.initial_peers, push=push, timeout=5)
     try:
         # make the victim the obvious choice for its blocks, so the session really runs through it
-        client.swarm.latency_ms.update({s.peer_id: (1.0 if s is victim else 40.0) for s in swarm.servers})
+        client.swarm.pin_latency({s.peer_id: (1.0 if s is victim else 10_000.0) for s in swarm.servers})
         stamps = []
 
         def on_token(token_id, text):
@@ -41,7 +41,7 @@ def test_kill_9_mid_generation_keeps_the_output(resilience_model, push):
     with LocalSwarm(str(resilience_model), [(0, 3), (3, 6), (3, 6)]) as swarm:
         victim = swarm.servers[1]
         result, gaps = generate_and_disturb(resilience_model, swarm, victim, lambda s: s.process.send_signal(signal.SIGKILL), push=push)
-        assert result.token_ids == ref_tokens
+        assert result.token_ids == ref_tokens, result.failovers
         assert [f["from"] for f in result.failovers] == [victim.peer_id]
         assert result.failovers[0]["to"] == [swarm.servers[2].peer_id]
         assert result.failovers[0]["replayed_tokens"] >= len(PROMPT) + 5
@@ -84,3 +84,26 @@ def test_drain_without_a_replica_lets_the_session_finish(resilience_model):
         result, _ = generate_and_disturb(resilience_model, swarm, victim, lambda s: s.process.send_signal(signal.SIGTERM))
         assert result.token_ids == ref_tokens and result.failovers == []
         assert victim.process.wait(30) == 0
+
+
+def test_failover_skips_a_replacement_that_died_too(resilience_model):
+    """The best replacement is dead as well (its record has not expired yet): the session moves on to the next."""
+    ref_tokens, _ = reference(resilience_model, PROMPT, NEW_TOKENS)
+    with LocalSwarm(str(resilience_model), [(0, 3), (3, 6), (3, 6), (3, 6)]) as swarm:
+        victim, dead_spare, last_spare = swarm.servers[1:]
+        client = DistributedModelForCausalLM.from_pretrained(str(resilience_model), initial_peers=swarm.initial_peers, timeout=5)
+        try:
+            client.swarm.pin_latency({victim.peer_id: 1.0, dead_spare.peer_id: 2.0, last_spare.peer_id: 10_000.0})
+            dead_spare.process.send_signal(signal.SIGKILL)
+            dead_spare.process.wait(5)
+
+            def on_token(token_id, text, count=[0]):
+                count[0] += 1
+                if count[0] == 6:
+                    victim.process.send_signal(signal.SIGKILL)
+
+            result = client.generate(PROMPT, max_new_tokens=NEW_TOKENS, eos_token_id=None, on_token=on_token)
+        finally:
+            client.shutdown()
+        assert result.token_ids == ref_tokens, result.failovers
+        assert result.failovers[-1]["to"] == [last_spare.peer_id]
