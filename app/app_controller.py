@@ -52,11 +52,15 @@ class AppContext:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
 
-def cli_invite_maker(program: list[str], environment: Callable[[], Mapping[str, str]]) -> Callable[[], str]:
-    """An invite maker that runs `<program> invite` and takes the code (`potluck-…`) from its output."""
+def cli_invite_maker(program: list[str], environment: Callable[[], Mapping[str, str]],
+                     swarm_name: Callable[[], str] = lambda: "") -> Callable[[], str]:
+    """An invite maker that runs `<program> invite create [--swarm NAME]` and takes the code (`potluck-…`) from
+    its output (the running node answers the joiner's handshake)."""
 
     def make() -> str:
-        result = subprocess.run([*program, "invite"], capture_output=True, text=True, env=dict(environment()),
+        name = swarm_name()
+        args = [*program, "invite", "create", *(["--swarm", name] if name else [])]
+        result = subprocess.run(args, capture_output=True, text=True, env=dict(environment()),
                                 timeout=INVITE_TIMEOUT_SECONDS, check=False)
         codes = [word for word in result.stdout.split() if word.startswith("potluck-")]
         if result.returncode != 0 or not codes:
@@ -65,6 +69,13 @@ def cli_invite_maker(program: list[str], environment: Callable[[], Mapping[str, 
         return codes[-1]
 
     return make
+
+
+def _load_config_quietly(path):
+    try:
+        return load_config(path)
+    except ConfigError:
+        return None
 
 
 def default_context(tray_available: bool) -> AppContext:
@@ -79,7 +90,8 @@ def default_context(tray_available: bool) -> AppContext:
         icons=IconSet(resources_dir() / "icons"),
         autostart=Autostart(command, working_dir),
         make_invite=cli_invite_maker(program_command(bool(getattr(sys, "frozen", False)), sys.executable),
-                                     lambda: node_environment(base, secrets.node_environment())),
+                                     lambda: node_environment(base, secrets.node_environment()),
+                                     lambda: getattr(_load_config_quietly(config_file()), "swarm_name", "")),
         invite_decoder=real_invite_decoder(),
         default_log_dir=default_log_dir(),
         tray_available=tray_available,

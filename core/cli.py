@@ -5,6 +5,8 @@
     potluck generate --model M --initial-peers MADDR ... --prompt TEXT --max-new-tokens N [--json]
     potluck status --initial-peers MADDR ... [--model M] [--json]
     potluck demo
+    potluck node                       (run by the desktop app: core.protocol on stdin/stdout)
+    potluck swarm create | swarms | invite | join | members | revoke   (private swarms: core/commands_swarm.py)
     potluck --self-test
 
 Sub-commands import torch, transformers and hivemind only when they run.
@@ -67,12 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", default="200KB", help="largest safetensors shard, e.g. 200KB or 2GB")
 
     p = sub.add_parser("serve", help="host a range of blocks for the swarm")
-    p.add_argument("--model", required=True, help="a model folder or Hugging Face id")
+    p.add_argument("--model", help="a model folder or Hugging Face id (with --swarm: default the swarm's model)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--blocks", type=_block_range, help="host exactly these blocks, e.g. 0:8")
     which.add_argument("--num-blocks", type=_positive_int, help="host this many blocks (default: as many as free memory allows)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (your tailnet address on a real swarm)")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; with --swarm: this PC's "
+                   "Tailscale address; 0.0.0.0 listens on every interface)")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--announce-port", type=_positive_int, default=None,
+                   help="port other peers dial to reach this server (a forwarded port or relay), if not --port")
     swarm = p.add_mutually_exclusive_group()
     swarm.add_argument("--initial-peers", nargs="+", default=[], metavar="MADDR")
     swarm.add_argument("--new-swarm", action="store_true", help="start a new swarm with this server as its first peer")
@@ -80,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--cache-tokens", type=_positive_int, default=8192, help="attention-cache budget, tokens per block")
     p.add_argument("--max-session-tokens", type=_positive_int, default=4096)
+    p.add_argument("--reserve-gib", type=float, default=2.0,
+                   help="memory to leave free for your own programs; below it the server sheds blocks (default 2)")
+    p.add_argument("--no-resize", action="store_true", help="keep the block range even when memory runs low")
+    p.add_argument("--announce-period", type=float, default=10.0, metavar="SECONDS",
+                   help="how often to re-announce in the swarm; records expire after 3 periods (default 10)")
     p.add_argument("--name", default="", help="how friends see this server")
     p.add_argument("--revision", default=None)
     p.add_argument("--identity", default=None, help="private key file: keep the same peer id across restarts")
@@ -114,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="Tell me a story about the sea")
     p.add_argument("--max-new-tokens", type=_positive_int, default=24)
     p.add_argument("--arch", default="llama", choices=["llama", "mistral", "qwen2", "bloom"])
+
+    sub.add_parser("node", help="the process the desktop app runs: its protocol on stdin/stdout (docs/NODE.md)")
+
+    from core.commands_swarm import add_swarm_commands
+
+    add_swarm_commands(sub)  # swarm, swarms, invite, join, members, revoke; --swarm on serve
     return parser
 
 
@@ -128,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from core import commands
+    from core import commands, commands_swarm
 
-    handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
+    name = "cmd_" + args.command.replace("-", "_")
+    handler = getattr(commands, name, None) or getattr(commands_swarm, name)
     try:
         return handler(args) or 0
     except KeyboardInterrupt:

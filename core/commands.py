@@ -25,28 +25,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from core.model.loading import parse_dtype
     from core.server.runner import ServeOptions, serve_forever
     from core.server.server import ServerConfig
-    from core.swarm.dht import DHTOptions, visible_maddrs
+    from core.swarm.dht import DHTOptions
 
+    if getattr(args, "swarm", None):  # a private swarm: peers, identity and admission come from its store entry
+        if args.new_swarm or args.initial_peers or args.identity:
+            raise CliError("--swarm finds its peers and identity itself: drop --new-swarm/--initial-peers/--identity")
+        from core.swarm_serve import serve_in_swarm
+
+        return serve_in_swarm(args)
     if not args.new_swarm and not args.initial_peers:
         raise CliError("give --initial-peers to join a swarm, or --new-swarm to start one")
+    if not args.model:
+        raise CliError("give --model (a model folder or Hugging Face id)")
     parse_dtype(args.dtype, args.device)  # refuse float16 on CPU before loading anything
     options = ServeOptions(
         model=args.model, blocks=args.blocks, num_blocks=args.num_blocks, dtype=args.dtype, device=args.device,
         revision=args.revision,
-        dht=DHTOptions(initial_peers=tuple(args.initial_peers), host=args.host, port=args.port, identity_path=args.identity),
-        server=ServerConfig(name=args.name, cache_tokens=args.cache_tokens, max_session_tokens=args.max_session_tokens),
+        dht=DHTOptions(initial_peers=tuple(args.initial_peers), host=args.host or "127.0.0.1", port=args.port, identity_path=args.identity,
+                       announce_port=args.announce_port),
+        server=ServerConfig(name=args.name, cache_tokens=args.cache_tokens, max_session_tokens=args.max_session_tokens,
+                            announce_period_seconds=args.announce_period, record_ttl_seconds=3 * args.announce_period),
+        reserve_bytes=int(args.reserve_gib * 2**30), resize=not args.no_resize,
     )
 
-    def on_ready(server) -> None:
-        print(f"serving blocks {server.stack.start}:{server.stack.end} of {server.spec.uid} "
-              f"({server.throughput_tokens_per_second:.0f} tokens/s per block) as {server.peer_id}", flush=True)
-        for maddr in visible_maddrs(server.dht):
-            print(f"multiaddr {maddr}", flush=True)
-        print("ready", flush=True)
-
-    serve_forever(options, on_ready)
+    serve_forever(options, print_ready)
     print("stopped", flush=True)
     return 0
+
+
+def print_ready(server) -> None:
+    """What `potluck serve` prints once it serves (LocalSwarm and the app read these lines)."""
+    from core.swarm.dht import visible_maddrs
+
+    print(f"serving blocks {server.stack.start}:{server.stack.end} of {server.spec.uid} "
+          f"({server.throughput_tokens_per_second:.0f} tokens/s per block) as {server.peer_id}", flush=True)
+    for maddr in visible_maddrs(server.dht):
+        print(f"multiaddr {maddr}", flush=True)
+    print("ready", flush=True)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -127,3 +142,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from core.demo import run_demo
 
     return run_demo(args.servers, args.prompt, args.max_new_tokens, args.arch)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from core.node.process import run_node  # says hello before it imports anything heavy; never returns
+
+    return run_node(args.verbose)

@@ -107,6 +107,10 @@ class SwarmAuthorizer(TokenAuthorizerBase):
         """Use this list from now on (instead of the source given at construction)."""
         self._source, self._membership, self._loaded_at = membership, membership, time.monotonic()
 
+    def reload_membership(self) -> None:
+        """Re-read the membership source at the next check (after the list changed, e.g. a member joined)."""
+        self._loaded_at = float("-inf")
+
     def membership(self) -> Membership | None:
         if isinstance(self._source, Membership) or self._source is None:
             return self._source
@@ -243,6 +247,10 @@ async def _install_membership(wire: dict, dht, node) -> int:
     return ms.from_wire(wire).version
 
 
+async def _reload_membership(dht, node) -> None:
+    node.protocol.authorizer.reload_membership()
+
+
 async def _read_stats(dht, node) -> dict[str, int]:
     return dict(node.protocol.authorizer.stats)
 
@@ -250,6 +258,12 @@ async def _read_stats(dht, node) -> dict[str, int]:
 def push_membership(dht, membership: Membership) -> None:
     """Hand a new member list to the authorizer inside a running DHT's process (takes effect immediately)."""
     dht.run_coroutine(functools.partial(_install_membership, ms.to_wire(membership)))
+
+
+def reload_membership(dht, wait: bool = True):
+    """Make a running DHT's authorizer re-read its membership source now (it keeps the source, unlike push).
+    With `wait=False`, returns the future at once (keep a reference to it until it is done)."""
+    return dht.run_coroutine(_reload_membership, return_future=not wait)
 
 
 def authorizer_stats(dht) -> dict[str, int]:

@@ -94,3 +94,12 @@ def ids(tmp_path_factory) -> dict[str, Identity]:
 
 def data_text(name: str) -> str:
     return (DATA / name).read_text()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small sharded random-weight llama (4 blocks, hidden 64) with a tokenizer, shared by the swarm tests."""
+    from core.model.tiny import make_tiny_model
+
+    return make_tiny_model("llama", tmp_path_factory.mktemp("tiny") / "llama", layers=4, hidden=64, seed=3,
+                           shard_size="40KB")

@@ -104,10 +104,11 @@ def test_own_token_is_valid_even_when_revoked(ids, members):
 @pytest.mark.parametrize("source", ["list", "store", "none"])
 def test_authorizer_survives_pickling(ids, members, source):
     src = {"list": members, "store": ad.StoreMembership(SWARM, "/nonexistent/swarms.json"), "none": None}[source]
-    auth = authorizer(ids, "ana", src, token_lifetime_seconds=30, membership_refresh_seconds=2)
+    # 90 s: a 60 s token from `_token` is well inside its window (30 s put it on the edge: flaky "expired")
+    auth = authorizer(ids, "ana", src, token_lifetime_seconds=90, membership_refresh_seconds=2)
     copy = pickle.loads(pickle.dumps(auth))
     token = _token(ids, "bruno", members)[1]
-    assert (copy.local_peer_id, copy._lifetime, copy._refresh) == (auth.local_peer_id, 30.0, 2.0)
+    assert (copy.local_peer_id, copy._lifetime, copy._refresh) == (auth.local_peer_id, 90.0, 2.0)
     assert copy.refusal_reason(token) == auth.refusal_reason(token) == (None if source == "list" else "not_member")
 
 

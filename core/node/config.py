@@ -1,0 +1,112 @@
+"""The node's settings, as the GUI's `set_config` command gives them: a frozen record and a pure parser.
+
+The app sends mode, model, swarm_name, pc_name, memory_cap_bytes (0 = automatic) and log_dir. A headless owner or
+a test may add initial_peers, host, port, device, dtype, num_blocks and cache_tokens. Unknown names and bad values
+are reported in words and skipped; the rest still applies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+MODES = ("create", "join", "plain")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    mode: str = "plain"  # create: this PC's own swarm; join: the swarm of the invite code; plain: open DHT, no members
+    model: str = ""  # Hugging Face id or local folder
+    swarm_name: str = ""
+    pc_name: str = ""  # how friends see this PC
+    memory_cap_bytes: int = 0  # most memory the hosted blocks (weights + cache) may take; 0 = from free memory
+    log_dir: str = ""  # where the node writes its own log file; "" = the platform's log folder
+    initial_peers: tuple[str, ...] = ()  # plain mode: multiaddrs of peers to join through; () = start a new swarm
+    host: str = ""  # address to listen on; "" = the Tailscale address if there is one, else 127.0.0.1
+    port: int = 0  # 0 = any free port
+    device: str = "auto"  # auto (a GPU if torch sees one), cpu, cuda, cuda:N
+    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16
+    num_blocks: int | None = None  # host exactly this many blocks instead of sizing from memory
+    cache_tokens: int = 8192  # attention-cache budget, tokens per block
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole_number(value: Any) -> int | None:
+    """An int, or a float with no fraction (JSON writers send 8e9), else None."""
+    if _is_int(value):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _text(name: str, value: Any, limit: int = 4096) -> tuple[Any, str]:
+    if not isinstance(value, str) or len(value) > limit:
+        return None, f"{name} must be text of at most {limit} characters"
+    return value.strip(), ""
+
+
+def _parse(name: str, value: Any) -> tuple[Any, str]:
+    """(parsed value, '') or (None, why not)."""
+    if name == "mode":
+        return (value, "") if value in MODES else (None, f"mode must be one of {', '.join(MODES)}, got {value!r}")
+    if name in ("model", "log_dir", "host", "device", "dtype"):
+        return _text(name, value)
+    if name in ("swarm_name", "pc_name"):
+        return _text(name, value, limit=64)
+    if name == "initial_peers":
+        ok = isinstance(value, list) and len(value) <= 64
+        ok = ok and all(isinstance(p, str) and 0 < len(p) < 512 for p in value)
+        return (tuple(p.strip() for p in value), "") if ok else (None, "initial_peers must be a list of multiaddrs")
+    number = _whole_number(value)
+    if name == "memory_cap_bytes":
+        return (number, "") if number is not None and number >= 0 else (None, "memory_cap_bytes must be >= 0")
+    if name == "port":
+        return (number, "") if number is not None and 0 <= number < 65536 else (None, "port must be in 0..65535")
+    if name == "num_blocks":
+        if value is None:
+            return None, ""
+        return (number, "") if number is not None and number >= 1 else (None, "num_blocks must be at least 1 (or null)")
+    if name == "cache_tokens":
+        return (number, "") if number is not None and number >= 1 else (None, "cache_tokens must be at least 1")
+    raise AssertionError(f"no parser for the setting {name!r}")  # a field of NodeConfig without one: a bug here
+
+
+@dataclass(frozen=True)
+class Applied:
+    config: NodeConfig
+    problems: tuple[str, ...] = ()  # bad values, one sentence each (skipped; the old value stays)
+    unknown: tuple[str, ...] = ()  # names this node does not know (a newer app may send more; ignored)
+
+
+def apply_values(config: NodeConfig, values: Mapping[str, Any]) -> Applied:
+    """`config` with `values` applied. Bad values and unknown names are skipped and listed."""
+    known = {f.name for f in fields(NodeConfig)}
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in (n for n in values if n in known):
+        parsed, problem = _parse(name, values[name])
+        if problem:
+            problems.append(problem)
+        else:
+            changes[name] = parsed
+    unknown = tuple(sorted(n for n in values if n not in known))
+    return Applied(replace(config, **changes), tuple(problems), unknown)
+
+
+NETWORK_SETTINGS = ("mode", "swarm_name", "initial_peers", "host", "port")  # a change needs a new DHT
+
+
+def network_key(config: NodeConfig) -> tuple:
+    """What identifies the swarm connection these settings describe."""
+    return tuple(getattr(config, name) for name in NETWORK_SETTINGS)
+
+
+def restart_needed(old: NodeConfig, new: NodeConfig) -> list[str]:
+    """Settings that changed and only take effect when serving starts again (everything but log_dir)."""
+    return [f.name for f in fields(NodeConfig) if f.name != "log_dir" and getattr(old, f.name) != getattr(new, f.name)]

@@ -1,0 +1,131 @@
+"""The node's place in the swarm: its DHT (started once, on the first start or chat, and kept across pauses, so
+the chat still works while paused) and the settings a BlockServer needs to join with it.
+
+Plain mode: an open DHT (no member list), joined through `initial_peers`, or a new swarm when there are none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+
+from core.node.config import NodeConfig
+
+log = logging.getLogger(__name__)
+
+HOST_ENV = "POTLUCK_HOST"  # address to listen on when the settings give none (e.g. a LAN address without Tailscale)
+
+_dht_owner: ThreadPoolExecutor | None = None
+_dht_owner_lock = threading.Lock()
+
+
+def start_dht_owned(options):
+    """core.swarm.dht.start_dht on one thread that lives as long as the process, whoever calls.
+
+    start_dht arms PR_SET_PDEATHSIG in the DHT's child process, and Linux sends that signal when the *thread* that
+    forked the child ends. A DHT started on a short-lived thread (a chat worker, an asyncio.to_thread worker that
+    retires) would die with it."""
+    global _dht_owner
+    from core.swarm.dht import start_dht
+
+    with _dht_owner_lock:
+        if _dht_owner is None:
+            _dht_owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="potluck-dht-owner")
+    return _dht_owner.submit(start_dht, options).result()
+
+
+def default_host(config: NodeConfig, environ=os.environ) -> str:
+    """The settings' host, else POTLUCK_HOST, else this PC's Tailscale address, else loopback (this PC alone)."""
+    if config.host:
+        return config.host
+    if environ.get(HOST_ENV, "").strip():
+        return environ[HOST_ENV].strip()
+    try:
+        from core.swarm import tailscale
+
+        return str(tailscale.find_tailnet_ipv4().ipv4)
+    except Exception as exc:  # no Tailscale, or it is logged out: friends cannot reach us, but we still run
+        log.warning("listening on 127.0.0.1 only, so friends cannot reach this PC: %s", exc)
+        return "127.0.0.1"
+
+
+class NodeNetwork:
+    """The node's DHT and what serving in it takes (DHT options, the admission check). Thread-safe `ensure`."""
+
+    def __init__(self, config: NodeConfig, environ=os.environ):
+        self.config = config
+        self._environ = environ
+        self.dht = None
+        self.host = ""
+        self.admit = None  # who may call our server; None admits everyone (plain mode)
+        self._lock = threading.Lock()
+        self._services = AsyncExitStack()
+
+    @property
+    def initial_peers(self) -> tuple[str, ...]:
+        return self.config.initial_peers
+
+    @property
+    def model(self) -> str:
+        """The model this swarm runs (the settings' model; a private swarm may know it from its invite)."""
+        return self.config.model
+
+    @property
+    def revision(self) -> str | None:
+        return None
+
+    def dht_options(self):
+        from core.swarm.dht import DHTOptions
+
+        return DHTOptions(initial_peers=self.initial_peers, host=self.host, port=self.config.port)
+
+    def ensure(self):
+        """Start the DHT unless it runs (blocking: a second or two). Raises RuntimeError saying why it failed."""
+        with self._lock:
+            if self.dht is None:
+                from core.swarm.dht import visible_maddrs
+
+                self.host = self.host or default_host(self.config, self._environ)
+                self.dht = start_dht_owned(self.dht_options())
+                peers = self.initial_peers
+                what = "joined the swarm through " + ", ".join(peers) if peers else "started a new swarm"
+                log.info("%s; this PC's swarm address: %s", what, " ".join(visible_maddrs(self.dht)))
+            return self.dht
+
+    @property
+    def peer_id(self) -> str:
+        return self.dht.peer_id.to_base58() if self.dht is not None else ""
+
+    def maddrs(self) -> list[str]:
+        if self.dht is None:
+            return []
+        from core.swarm.dht import visible_maddrs
+
+        try:
+            return visible_maddrs(self.dht)
+        except Exception:  # the DHT process is gone
+            return []
+
+    async def start_services(self) -> None:
+        """Services that run as long as the DHT does (none in plain mode)."""
+
+    async def close(self) -> None:
+        await self._services.aclose()
+        with self._lock:
+            dht, self.dht = self.dht, None
+        if dht is not None:
+            import asyncio
+
+            await asyncio.to_thread(dht.shutdown)
+
+
+def make_network(config: NodeConfig, environ=os.environ) -> NodeNetwork:
+    """The network for these settings: a private swarm from the swarm store (create, join), or an open one (plain)."""
+    if config.mode in ("create", "join"):
+        from core.node.private import PrivateNetwork
+
+        return PrivateNetwork(config, environ)
+    return NodeNetwork(config, environ)
