@@ -113,10 +113,14 @@ def _open_hub(repo_id: str, revision: str | None, cache_dir: str | None) -> Chec
 
     def fetch(file_name: str) -> Path:
         try:
-            return Path(hf_hub_download(repo_id, file_name, revision=revision, cache_dir=cache_dir))
+            # read the hub's address and cache folder now, not when huggingface_hub was imported
+            return Path(hf_hub_download(repo_id, file_name, revision=revision, endpoint=os.environ.get("HF_ENDPOINT"),
+                                        cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE")))
+        except LocalEntryNotFoundError as e:  # offline, or the hub unreachable (a subclass of EntryNotFoundError)
+            raise CheckpointError(f"cannot download {file_name} of {repo_id}: {e}") from e
         except EntryNotFoundError:
             raise CheckpointError(f"{repo_id} has no file {file_name}") from None
-        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
+        except (HfHubHTTPError, OSError) as e:
             raise CheckpointError(f"cannot download {file_name} of {repo_id}: {e}") from e
 
     config_path = fetch("config.json")
