@@ -32,6 +32,8 @@ import unicodedata
 import zlib
 from dataclasses import dataclass
 
+from core.swarm.codec import b58decode, b58encode, read_varint, varint
+
 FORMAT_VERSION = 1
 PREFIX = "potluck-"
 SWARM_ID_BYTES = 8  # random; names the swarm in the store, the keyring and the DHT
@@ -42,7 +44,6 @@ MAX_USES_LIMIT = 65_535
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 _DECODE = {c: i for i, c in enumerate(_ALPHABET)} | {"o": 0, "i": 1, "l": 1}
 _TAILNET = ipaddress.IPv4Network("100.64.0.0/10")
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _SHA256_MH = b"\x12\x20"  # multihash header of an RSA (hivemind) peer id
 _ED25519_MH = b"\x00\x24\x08\x01\x12\x20"  # identity multihash of an Ed25519 public key
 _PEER_SHA256, _PEER_ED25519, _PEER_RAW = 1, 2, 3
@@ -108,7 +109,7 @@ def encode_invite(invite: Invite) -> str:
     """The code to paste in a chat: `potluck-` + base32 of the payload and its CRC-32."""
     out = bytearray([invite.version])
     out += bytes.fromhex(invite.swarm_id) + invite.credential + struct.pack(">I", invite.expires_at)
-    out += _varint(invite.max_uses or 0)
+    out += varint(invite.max_uses or 0)
     out += _text(invite.swarm_name) + _text(invite.model_id)
     rev = invite.model_revision
     out += b"\xff" + bytes.fromhex(rev) if _HEX40.fullmatch(rev) else _text(rev)
@@ -174,7 +175,7 @@ def parse_multiaddr(maddr: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6A
         raise InviteError(f"bootstrap address {maddr!r} has a bad IP address") from None
     if not 0 < int(port) < 65536:
         raise InviteError(f"bootstrap address {maddr!r} has a bad port")
-    if not 0 < len(_b58decode(peer_id)) <= 64:
+    if not 0 < len(b58decode(peer_id)) <= 64:
         raise InviteError(f"bootstrap address {maddr!r} has a bad peer id")
     return addr, int(port), peer_id
 
@@ -199,7 +200,7 @@ def _parse_v1(p: bytes) -> Invite:
 
 
 def _pack_peer(addr, port: int, peer_id: str) -> bytes:
-    raw = _b58decode(peer_id)
+    raw = b58decode(peer_id)
     if len(raw) == 34 and raw.startswith(_SHA256_MH):
         kind, pid = _PEER_SHA256, raw[2:]
     elif len(raw) == 38 and raw.startswith(_ED25519_MH):
@@ -239,7 +240,7 @@ def _unpack_peer(p: bytes, i: int) -> tuple[str, int]:
     else:
         raise InviteError(f"unknown peer id kind {kind}")
     _need(i <= len(p), "truncated peer id")
-    return f"{addr}/tcp/{port}/p2p/{_b58encode(raw)}", i
+    return f"{addr}/tcp/{port}/p2p/{b58encode(raw)}", i
 
 
 def _normalize(code: str) -> str:
@@ -273,39 +274,11 @@ def _b32decode(body: str) -> bytes:
     return (n >> pad).to_bytes(len(body) * 5 // 8, "big")
 
 
-def _b58encode(raw: bytes) -> str:
-    n, out = int.from_bytes(raw, "big"), ""
-    while n:
-        n, r = divmod(n, 58)
-        out = _B58[r] + out
-    return "1" * (len(raw) - len(raw.lstrip(b"\0"))) + out
-
-
-def _b58decode(text: str) -> bytes:
-    n = 0
-    for c in text:
-        n = n * 58 + _B58.index(c)
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
 def _read_varint(p: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        b = p[i]
-        n, i, shift = n | (b & 0x7F) << shift, i + 1, shift + 7
-        if not b & 0x80:
-            return n, i
-        _need(shift < 21, "max uses out of range")
+    try:
+        return read_varint(p, i, max_bits=21)
+    except ValueError:
+        raise InviteError("max uses out of range") from None
 
 
 def _text(s: str) -> bytes:

@@ -24,6 +24,7 @@ from typing import Iterator
 
 from core import paths
 from core.swarm import membership as ms
+from core.swarm.codec import b58encode, read_varint, varint
 from core.swarm.store import StoreError, SwarmInfo, SwarmStore
 
 DEFAULT_REFRESH_SECONDS = 2.0  # how often a running node re-reads the member list from the store
@@ -77,11 +78,11 @@ def peer_id_of_identity(path: Path) -> str:
     fields, i = {}, 0
     try:
         while i < len(data):
-            tag, i = _read_varint(data, i)
+            tag, i = read_varint(data, i)
             if tag & 7 == 0:
-                fields[tag >> 3], i = _read_varint(data, i)
+                fields[tag >> 3], i = read_varint(data, i)
             elif tag & 7 == 2:
-                n, i = _read_varint(data, i)
+                n, i = read_varint(data, i)
                 fields[tag >> 3], i = data[i : i + n], i + n
             else:
                 raise ValueError(f"unexpected wire type {tag & 7}")
@@ -100,38 +101,15 @@ def _peer_id(public_key) -> str:
 
     spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     digest = hashlib.sha256(_key_proto(spki)).digest()  # libp2p PublicKey {Type: RSA, Data: SPKI DER}
-    n, out = int.from_bytes(b"\x12\x20" + digest, "big"), ""  # sha2-256 multihash, base58 (no leading zeros)
-    while n:
-        n, r = divmod(n, 58)
-        out = _B58[r] + out
-    return out
+    return b58encode(b"\x12\x20" + digest)  # the sha2-256 multihash, in base58
 
 
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 def _key_proto(der: bytes) -> bytes:
-    return b"\x08\x00\x12" + _varint(len(der)) + der
+    return b"\x08\x00\x12" + varint(len(der)) + der
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        b = data[i]
-        n, i, shift = n | (b & 0x7F) << shift, i + 1, shift + 7
-        if not b & 0x80:
-            return n, i
-        if shift > 63:
-            raise ValueError("varint too long")
 
 
 # ---- locks between processes --------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ WAIT_MS = 15_000
 
 
 def valid_invite_code(swarm_name: str = "Friday night", model_id: str = "org/tiny-llama") -> str:
-    from core.swarm import invite
+    from core.swarm import codec, invite
 
-    peer = invite._b58encode(b"\x12\x20" + hashlib.sha256(b"wizard test peer").digest())
+    peer = codec.b58encode(b"\x12\x20" + hashlib.sha256(b"wizard test peer").digest())
     return invite.encode_invite(invite.Invite(
         swarm_name=swarm_name, swarm_id="0123456789abcdef", model_id=model_id, model_revision="",
         bootstrap=(f"/ip4/100.101.1.1/tcp/31337/p2p/{peer}",), credential=bytes(range(16)),

@@ -71,9 +71,9 @@ def valid_invite_code() -> str:
     """A well-formed code as a friend would paste it (made with the real invite module)."""
     import hashlib
 
-    from core.swarm import invite
+    from core.swarm import codec, invite
 
-    peer = invite._b58encode(b"\x12\x20" + hashlib.sha256(b"screenshot peer").digest())
+    peer = codec.b58encode(b"\x12\x20" + hashlib.sha256(b"screenshot peer").digest())
     return invite.encode_invite(invite.Invite(
         swarm_name="Friday night", swarm_id="0123456789abcdef", model_id="Qwen/Qwen2.5-72B-Instruct",
         model_revision="", bootstrap=(f"/ip4/100.101.1.1/tcp/31337/p2p/{peer}",), credential=bytes(range(16)),

@@ -10,14 +10,15 @@ import zlib
 
 import pytest
 
+from core.swarm import codec
 from core.swarm import invite as inv
 from core.swarm.invite import Invite, InviteError, decode_invite, describe_invite, encode_invite
 
 NOW = 1_790_000_000  # 2026-09-21
-RSA_PEER = inv._b58encode(b"\x12\x20" + hashlib.sha256(b"rsa peer").digest())  # Qm... like hivemind's
-RSA_PEER2 = inv._b58encode(b"\x12\x20" + hashlib.sha256(b"rsa peer 2").digest())
-ED_PEER = inv._b58encode(b"\x00\x24\x08\x01\x12\x20" + hashlib.sha256(b"ed25519 key").digest())  # 12D3KooW...
-RAW_PEER = inv._b58encode(b"\x01\x55" + bytes(range(20)))
+RSA_PEER = codec.b58encode(b"\x12\x20" + hashlib.sha256(b"rsa peer").digest())  # Qm... like hivemind's
+RSA_PEER2 = codec.b58encode(b"\x12\x20" + hashlib.sha256(b"rsa peer 2").digest())
+ED_PEER = codec.b58encode(b"\x00\x24\x08\x01\x12\x20" + hashlib.sha256(b"ed25519 key").digest())  # 12D3KooW...
+RAW_PEER = codec.b58encode(b"\x01\x55" + bytes(range(20)))
 COMMIT = "4f1e2d3c5b6a79880716253443526170a9b8c7d6"
 
 

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from core.swarm import membership as ms
-from core.swarm.invite import _b58encode
+from core.swarm.codec import b58encode as _b58encode
 from core.swarm.membership import Member, Membership, MembershipError
 
 SWARM = "5c0ffee15a1ad000"

@@ -10,7 +10,8 @@ import pytest
 
 from core.secrets import SecretNotFound
 from core.swarm import membership as ms
-from core.swarm.invite import _b58encode, decode_invite, encode_invite
+from core.swarm.codec import b58encode as _b58encode
+from core.swarm.invite import decode_invite, encode_invite
 from core.swarm.store import RedeemError, StoreError, SwarmNotFound, SwarmStore, parse_duration
 
 NOW = 1_790_000_000.0
