@@ -56,6 +56,7 @@ class BlockServer:
         self.spec, self.stack, self.dht, self.p2p, self.config = spec, stack, dht, p2p, config
         self.admit = admit or (lambda peer_id: True)  # who may call us (membership check, see core/swarm)
         self.peer_id = dht.peer_id.to_base58()
+        self.addrs = tuple(swarm_dht.visible_maddrs(dht))[:16]  # asked once: a blocking call into the DHT process
         self.hidden_size = spec.hidden_size
         self.dtype_name = dtype_name(next(stack.parameters()).dtype)
         self.budget = CacheBudget(config.cache_tokens)
@@ -196,11 +197,13 @@ class BlockServer:
         return ServerRecord(
             peer_id=self.peer_id, start_block=self.stack.start, end_block=self.stack.end, state=self.state,
             name=self.config.name[:64], throughput_tokens_per_second=round(self.throughput_tokens_per_second, 3),
-            cache_tokens_left=self.budget.left_tokens, addrs=tuple(swarm_dht.visible_maddrs(self.dht))[:16],
+            cache_tokens_left=self.budget.left_tokens, addrs=self.addrs,
             version=__version__, extra={"dtype": self.dtype_name},
         )
 
     async def announce(self) -> bool:
+        if not self.dht.is_alive():  # e.g. a SIGTERM to our whole process group reached the DHT process first
+            return False
         expiration = max(swarm_dht.now() + self.config.record_ttl_seconds, self._last_expiration + 0.001)
         self._last_expiration = expiration
         record = self.record()
@@ -224,7 +227,10 @@ class BlockServer:
         """Accept no new sessions, tell clients, and wait (bounded) until live sessions are gone."""
         if self.state is ServerState.ONLINE:
             self.state = ServerState.DRAINING
-            await self.announce()
+            try:
+                await asyncio.wait_for(self.announce(), 5.0)
+            except Exception as e:  # the DHT may be gone already; draining goes on
+                log.warning("could not announce draining: %s", e)
             for handler in list(self._handlers.values()):
                 if handler.session is not None and not handler.session.ephemeral:
                     await handler.send(wire.encode_json({"op": "drain", "reason": "drain", "message": "this server is draining"}))

@@ -50,3 +50,20 @@ def test_kill_9_leaves_no_orphans_and_the_identity_is_free_again(resilience_mode
         assert second.servers[0].peer_id == server.peer_id  # same identity, not "already taken"
     finally:
         second.stop()
+
+
+def test_sigterm_to_the_whole_process_group_stops_cleanly(resilience_model):
+    """systemd, `docker stop` and `pkill` signal every process of the server, its DHT child included: the server
+    must still drain, announce and exit, not hang on a DHT that left first."""
+    import signal
+
+    swarm = LocalSwarm(str(resilience_model), [(0, 6)]).start()
+    server = swarm.servers[0]
+    children = descendants(server.process.pid)
+    os.killpg(server.process.pid, signal.SIGTERM)  # LocalSwarm starts each server in its own session
+    assert server.process.wait(30) == 0
+    assert "stopped" in server.log_tail()
+    deadline = time.monotonic() + 10
+    while any(alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in children if alive(c)]
