@@ -80,8 +80,10 @@ def valid_invite_code() -> str:
         expires_at=int(time.time()) + 86_400))
 
 
-def main(shots: Path) -> int:
-    shots.mkdir(parents=True, exist_ok=True)
+def launch_app():
+    """Build the app as run_gui does (theme, default context) on $DISPLAY over a calm backdrop, and launch it.
+    Returns the QApplication, the backdrop, the app, the list of node states it goes through, and a dict of
+    what was seen (so far: whether a system tray is available)."""
     protect_singletons()
     qapp = make_qapplication([])
     apply_theme(qapp)
@@ -95,6 +97,12 @@ def main(shots: Path) -> int:
     states: list[str] = []
     app.node.state_changed.connect(lambda s: states.append(s.value))
     app.launch()
+    return qapp, desktop, app, states, seen
+
+
+def main(shots: Path) -> int:
+    shots.mkdir(parents=True, exist_ok=True)
+    qapp, desktop, app, states, seen = launch_app()
     wait_until("the node to serve", lambda: app.node.state is NodeState.SERVING and app.node.last_stats is not None)
     wait_until("the tray icon to be embedded", lambda: not app.tray.icon.geometry().isEmpty())
     pump(0.5)

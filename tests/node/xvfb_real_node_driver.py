@@ -15,15 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from PySide6.QtGui import QColor  # noqa: E402
-from PySide6.QtWidgets import QSystemTrayIcon, QWidget  # noqa: E402
-
-from app.app_controller import PotluckApp, default_context  # noqa: E402
-from app.main import make_qapplication  # noqa: E402
-from app.qt_compat import protect_singletons  # noqa: E402
-from app.theme import BACKGROUND, apply_theme  # noqa: E402
+from app.app_controller import PotluckApp  # noqa: E402
 from core.protocol import NodeState  # noqa: E402
-from tests.app.xvfb_driver import distinct_colors, menu_names, open_menu_at_icon, pump, wait_until  # noqa: E402
+from tests.app.xvfb_driver import (distinct_colors, launch_app, menu_names, open_menu_at_icon, pump,  # noqa: E402
+                                   wait_until)
 
 START_SECONDS = 240.0  # the real node imports torch and hivemind, starts a DHT and loads blocks (2 shared cores)
 QUESTION = "Hello! How are you today?"
@@ -35,19 +30,7 @@ def icon_shows(app: PotluckApp, state: NodeState) -> bool:
 
 def main(shots: Path) -> int:
     shots.mkdir(parents=True, exist_ok=True)
-    protect_singletons()
-    qapp = make_qapplication([])
-    apply_theme(qapp)
-    seen: dict = {"tray_available": QSystemTrayIcon.isSystemTrayAvailable()}
-    desktop = QWidget()
-    desktop.setStyleSheet(f"background: {QColor(BACKGROUND).darker(108).name()};")
-    desktop.setGeometry(qapp.primaryScreen().geometry())
-    desktop.show()
-    desktop.lower()
-    app = PotluckApp(qapp, default_context(tray_available=seen["tray_available"]))
-    states: list[str] = []
-    app.node.state_changed.connect(lambda s: states.append(s.value))
-    app.launch()
+    qapp, desktop, app, states, seen = launch_app()
     wait_until("the real node to serve", lambda: app.node.state is NodeState.SERVING and app.node.last_stats is not None
                and app.node.last_stats.coverage, START_SECONDS)
     seen["hello_version"] = app.node.hello.version
