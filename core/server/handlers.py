@@ -94,17 +94,10 @@ class SessionHandler:
         session_id = field("session_id", str)
         if not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
             raise wire.WireError("open: session_id must be 1-64 characters")
-        next_hop = message.get("next")
-        if next_hop is not None:
-            if not (isinstance(next_hop, dict) and isinstance(next_hop.get("peer_id"), str) and isinstance(next_hop.get("session_id"), str)):
-                raise wire.WireError("open: 'next' must name peer_id and session_id")
-            addrs = next_hop.get("addrs", [])
-            if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs) or len(addrs) > 16:
-                raise wire.WireError("open: 'next.addrs' must be a list of multiaddrs")
-            next_hop = (NextHop(next_hop["peer_id"], next_hop["session_id"]), tuple(addrs))
         return dict(
             session_id=session_id, model=field("model", str), start=field("start", int), end=field("end", int),
-            max_length=field("max_length", int), next=next_hop, prev_peer=field("prev_peer", str, optional=True),
+            max_length=field("max_length", int), next=_parse_next_hop(message.get("next")),
+            prev_peer=field("prev_peer", str, optional=True),
             ephemeral=message["op"] == "forward",
         )
 
@@ -178,8 +171,8 @@ class SessionHandler:
     async def _push(self, session: ServerSession, result: wire.Step) -> None:
         timeout = self.server.config.push_timeout_seconds
         if self.push_writer is None:
-            hop, addrs = session.next_hop, self.server.next_hop_addrs.get(session.session_id, ())
-            _, self.push_writer = await open_stream(self.server.p2p, hop.peer_id, PUSH_PROTOCOL, addrs, timeout)
+            hop = session.next_hop
+            _, self.push_writer = await open_stream(self.server.p2p, hop.peer_id, PUSH_PROTOCOL, hop.addrs, timeout)
             await asyncio.wait_for(wire.send(self.push_writer, wire.encode_json({"op": "push", "session_id": hop.session_id})), timeout)
         sent = await asyncio.wait_for(wire.send(self.push_writer, wire.encode_step(result)), timeout)
         self.server.stats.bytes_up += sent
@@ -193,12 +186,9 @@ class SessionHandler:
                     raise wire.WireError("set_prev: 'prev_peer' must be a peer id")
                 session.prev_peer = prev_peer
             else:
-                parsed = self._parse_open({"op": "open", "session_id": session.session_id, "model": "", "start": 0,
-                                           "end": 0, "max_length": 0, "next": message.get("next")})["next"]
-                close_writer(self.push_writer)
+                session.next_hop = _parse_next_hop(message.get("next"))
+                close_writer(self.push_writer)  # the next push opens a stream to the new neighbour
                 self.push_writer = None
-                session.next_hop = parsed[0] if parsed else None
-                self.server.next_hop_addrs[session.session_id] = parsed[1] if parsed else ()
         except wire.WireError as e:
             await self.send_error(str(e), code="WireError")
             return
@@ -221,6 +211,18 @@ class SessionHandler:
         for start in range(0, history.shape[1], chunk):
             await self.send(wire.encode_step(wire.Step(request_id, start, history[:, start : start + chunk])))
         await self.send(wire.encode_json({"op": "history_end", "upto": upto, "id": request_id}))
+
+
+def _parse_next_hop(value) -> NextHop | None:
+    """The 'next' field of an open or set_next message: where this session pushes its outputs (None: to the client)."""
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and isinstance(value.get("peer_id"), str) and isinstance(value.get("session_id"), str)):
+        raise wire.WireError("open: 'next' must name peer_id and session_id")
+    addrs = value.get("addrs", [])
+    if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs) or len(addrs) > 16:
+        raise wire.WireError("open: 'next.addrs' must be a list of multiaddrs")
+    return NextHop(value["peer_id"], value["session_id"], tuple(addrs))
 
 
 async def serve_push(server: "BlockServer", peer_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -19,7 +19,7 @@ from core import __version__, wire
 from core.model.families import BlockStack
 from core.model.loading import ModelSpec, dtype_name
 from core.server import handlers
-from core.server.sessions import CacheBudget, NextHop, ServerSession, SessionError
+from core.server.sessions import CacheBudget, ServerSession, SessionError
 from core.swarm import dht as swarm_dht
 from core.swarm.records import ServerRecord, ServerState
 from core.swarm.streams import PING_PROTOCOL, PUSH_PROTOCOL, SESSION_PROTOCOL
@@ -63,7 +63,6 @@ class BlockServer:
         self.stats = ServerStats()
         self.state = ServerState.JOINING
         self.throughput_tokens_per_second = 0.0
-        self.next_hop_addrs: dict[str, tuple[str, ...]] = {}
         self._handlers: dict[str, handlers.SessionHandler] = {}
         self._tasks: set[asyncio.Task] = set()
         self._last_expiration = 0.0
@@ -156,13 +155,9 @@ class BlockServer:
         if session_id in self._handlers:
             raise SessionError(f"session {session_id} is already open")
         self.budget.reserve(session_id, request["max_length"])
-        next_hop = None
-        if request["next"] is not None:
-            next_hop, addrs = request["next"]
-            self.next_hop_addrs[session_id] = addrs
         session = ServerSession(
             session_id, client_peer, self.stack.subrange(start, end), request["max_length"],
-            next_hop=next_hop, prev_peer=request["prev_peer"], ephemeral=request["ephemeral"],
+            next_hop=request["next"], prev_peer=request["prev_peer"], ephemeral=request["ephemeral"],
         )
         self._handlers[session_id] = handler
         self.stats.sessions_served += 1
@@ -170,7 +165,6 @@ class BlockServer:
 
     def close_session(self, session: ServerSession) -> None:
         self._handlers.pop(session.session_id, None)
-        self.next_hop_addrs.pop(session.session_id, None)
         self.budget.release(session.session_id)
 
     def handler_for_push(self, session_id, pusher: str):

@@ -59,6 +59,7 @@ class CacheBudget:
 class NextHop:
     peer_id: str  # the server this session pushes its outputs to
     session_id: str  # the session id the client opened there
+    addrs: tuple[str, ...] = ()  # its announced multiaddrs, to dial it if our daemon does not know it yet
 
 
 @dataclass
