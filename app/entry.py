@@ -28,12 +28,10 @@ def _quiet_engine_defaults() -> None:
     """Environment the engine reads when its libraries load; the user's own settings win."""
     import os
 
-    # Idle OpenMP workers otherwise spin ~4 ms after each op and steal the next process's core (ENGINE_NOTES.md).
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-    os.environ.setdefault("HIVEMIND_LOGLEVEL", "ERROR")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from core.program import ENGINE_ENVIRONMENT_DEFAULTS
+
+    for name, value in ENGINE_ENVIRONMENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 if __name__ == "__main__":

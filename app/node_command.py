@@ -11,14 +11,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from core.program import program_command
+
 NODE_SUBCOMMAND = "node"
 NODE_COMMAND_ENV = "POTLUCK_NODE_COMMAND"  # optional override of the program that runs the node
 SECRET_ENV_PREFIX = "POTLUCK_"
-
-
-def program_command(frozen: bool, executable: str) -> list[str]:
-    """The command that runs this program: the frozen executable itself, or the interpreter on app.entry."""
-    return [executable] if frozen else [executable, "-m", "app.entry"]
 
 
 def node_command(

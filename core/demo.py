@@ -60,7 +60,7 @@ def run_demo(servers: int = 3, prompt: str = "Tell me a story about the sea", ma
     result, reference, _ = _run(servers, arch, prompt, max_new_tokens, echo)
     steps_ms = [s * 1000 for s in result.step_seconds]
     echo("(the weights are random, so the words are too: the point is that every token crossed the swarm)")
-    echo(f"\nroute: " + " -> ".join(f"blocks {h['start_block']}-{h['end_block'] - 1} @ {h['peer_id'][-8:]}" for h in result.route))
+    echo("\nroute: " + " -> ".join(f"blocks {h['start_block']}-{h['end_block'] - 1} @ {h['peer_id'][-8:]}" for h in result.route))
     echo(f"prefill: {result.prefill_seconds * 1000:.1f} ms for the prompt")
     if steps_ms:
         echo(f"per token: median {statistics.median(steps_ms):.1f} ms, min {min(steps_ms):.1f} ms, max {max(steps_ms):.1f} ms "

@@ -10,29 +10,19 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from core.program import ENGINE_ENVIRONMENT_DEFAULTS, program_command
+
 READY_TIMEOUT_SECONDS = 120.0
 
 
-def potluck_command() -> list[str]:
-    """How to run this same program: the frozen executable, or this interpreter with the entry module."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable]
-    return [sys.executable, "-m", "app.entry"]
-
-
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    # Idle OpenMP workers spin for milliseconds after each op and steal the next stage's core when several
-    # torch processes share a machine (shared/ENGINE_NOTES.md); a short spin keeps decoding fast.
-    env.setdefault("GOMP_SPINCOUNT", "10000")
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    env = {**ENGINE_ENVIRONMENT_DEFAULTS, "PYTHONUNBUFFERED": "1", **os.environ}  # the caller's settings win
     env.update(extra or {})
     return env
 
@@ -106,7 +96,7 @@ class LocalSwarm:
 
     def _launch(self, start: int, end: int, *extra: str, host: str | None = None, prefix: Sequence[str] = ()) -> ServerProcess:
         """Start one server; `prefix` wraps the command (e.g. `ip netns exec NS` to run it on another host)."""
-        args = [*prefix, *potluck_command(), "serve", "--model", self.model, "--blocks", f"{start}:{end}",
+        args = [*prefix, *program_command(), "serve", "--model", self.model, "--blocks", f"{start}:{end}",
                 "--host", host or self.host, "--dtype", self.dtype, *self.extra_args, *extra]
         args += ["--initial-peers", *self.initial_peers] if self.servers else ["--new-swarm"]
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,0 +1,24 @@
+"""How this program runs itself again (the app's node, local servers) and the environment the engine wants.
+
+Standard library only: the GUI imports it too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+ENGINE_ENVIRONMENT_DEFAULTS = {
+    # Idle OpenMP workers otherwise spin ~4 ms after each op and steal the next process's core (ENGINE_NOTES.md).
+    "GOMP_SPINCOUNT": "10000",
+    "HIVEMIND_LOGLEVEL": "ERROR",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def program_command(frozen: bool | None = None, executable: str | None = None) -> list[str]:
+    """The command that runs this program: the frozen executable itself, or the interpreter on app.entry."""
+    frozen = bool(getattr(sys, "frozen", False)) if frozen is None else frozen
+    executable = executable or sys.executable
+    return [executable] if frozen else [executable, "-m", "app.entry"]
