@@ -16,21 +16,21 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings
 from PySide6.QtWidgets import QApplication, QWidget
 
-from app.autostart import Autostart, gui_command
-from app.chat import ChatWindow
-from app.config_store import AppConfig, ConfigError, load_config, save_config
-from app.dashboard import Dashboard
-from app.icons import IconSet
-from app.log_file import NodeLogFile
-from app.node_command import NodeTimeouts, RestartPolicy, node_command, node_environment, program_command
-from app.node_process import NodeProcess
-from app.notifications import Notifier
-from app.paths import config_dir, config_file, default_log_dir, resources_dir
-from app.secrets_store import SecretKey, SecretStore
-from app.settings import SettingsWindow
-from app.tray import Tray
-from app.wizard import FirstRunWizard, InviteDecoder, real_invite_decoder
-from core.protocol import AlertLevel
+from potluck.app.autostart import Autostart, gui_command
+from potluck.app.chat import ChatWindow
+from potluck.app.config_store import AppConfig, ConfigError, load_config, save_config
+from potluck.app.dashboard import Dashboard
+from potluck.app.icons import IconSet
+from potluck.app.log_file import NodeLogFile
+from potluck.app.node_command import NodeTimeouts, RestartPolicy, node_command, node_environment, program_command
+from potluck.app.node_process import NodeProcess
+from potluck.app.notifications import Notifier
+from potluck.app.paths import config_dir, config_file, default_log_dir, resources_dir
+from potluck.app.secrets_store import SecretKey, SecretStore
+from potluck.app.settings import SettingsWindow
+from potluck.app.tray import Tray
+from potluck.app.wizard import FirstRunWizard, InviteDecoder, real_invite_decoder
+from potluck.core.protocol import AlertLevel
 
 INVITE_TIMEOUT_SECONDS = 120
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
-from app.paths import APP_ID, APP_NAME, linux_autostart_dir, macos_launch_agents_dir
+from potluck.app.paths import APP_ID, APP_NAME, linux_autostart_dir, macos_launch_agents_dir
 
 WINDOWS_RUN_KEY = r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run"
 MACOS_LABEL = "org.potluck.app"
@@ -62,7 +62,7 @@ def gui_command(frozen: bool | None = None, executable: str | None = None) -> tu
     executable = executable or sys.executable
     if frozen:
         return [executable], None
-    return [executable, "-m", "app.entry"], str(Path(__file__).resolve().parent.parent)
+    return [executable, "-m", "potluck.app.entry"], str(Path(__file__).resolve().parent.parent)
 
 
 class Autostart:

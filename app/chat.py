@@ -16,15 +16,15 @@ from PySide6.QtWidgets import (
     QHBoxLayout, QPlainTextEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget,
 )
 
-from app import theme
-from app.chat_bubble import MessageBubble
-from app.icons import IconSet
-from app.node_process import NodeProcess
-from app.sampling_panel import SamplingPanel
-from app.stat_card import label
-from app.ui_state import UiKey, load_bool, restore_geometry, save_geometry
-from core import protocol
-from core.protocol import ChatMessage, NodeState
+from potluck.app import theme
+from potluck.app.chat_bubble import MessageBubble
+from potluck.app.icons import IconSet
+from potluck.app.node_process import NodeProcess
+from potluck.app.sampling_panel import SamplingPanel
+from potluck.app.stat_card import label
+from potluck.app.ui_state import UiKey, load_bool, restore_geometry, save_geometry
+from potluck.core import protocol
+from potluck.core.protocol import ChatMessage, NodeState
 
 EMPTY_TEXT = "Ask the pooled model anything.\nReplies stream in as your friends' PCs compute them, block by block."
 NOT_RUNNING_TEXT = "The node is not running, so nothing was sent. Start serving from the tray menu, then send again."

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from app import theme
-from app.formatting import block_range
-from app.stat_card import label, set_role
-from core.protocol import Done, RouteHop, StopReason
+from potluck.app import theme
+from potluck.app.formatting import block_range
+from potluck.app.stat_card import label, set_role
+from potluck.core.protocol import Done, RouteHop, StopReason
 
 BUBBLE_MAX_WIDTH_PX = 620
 THINKING_TEXT = "…"

@@ -15,11 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()  # a frozen build re-enters here for multiprocessing children
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] == "gui" or argv[0].startswith("-psn"):  # -psn_*: macOS Finder launch
-        from app.main import run_gui
+        from potluck.app.main import run_gui
 
         return run_gui(argv[1:] if argv and argv[0] == "gui" else [])
     _quiet_engine_defaults()
-    from core.cli import main as cli_main
+    from potluck.core.cli import main as cli_main
 
     return cli_main(argv)
 
@@ -28,7 +28,7 @@ def _quiet_engine_defaults() -> None:
     """Environment the engine reads when its libraries load; the user's own settings win."""
     import os
 
-    from core.program import ENGINE_ENVIRONMENT_DEFAULTS
+    from potluck.core.program import ENGINE_ENVIRONMENT_DEFAULTS
 
     for name, value in ENGINE_ENVIRONMENT_DEFAULTS.items():
         os.environ.setdefault(name, value)

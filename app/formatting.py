@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.protocol import NodeState, Stats
+from potluck.core.protocol import NodeState, Stats
 
 _BYTE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 

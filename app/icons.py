@@ -12,8 +12,8 @@ from pathlib import Path
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
 
-from app import theme
-from core.protocol import NodeState
+from potluck.app import theme
+from potluck.core.protocol import NodeState
 
 PAINTED_SIZES_PX = (16, 22, 24, 32, 48, 64, 128, 256)
 

@@ -1,4 +1,4 @@
-"""run_gui: the desktop app's entry point (called by app.entry with no arguments or `gui`).
+"""run_gui: the desktop app's entry point (called by potluck.app.entry with no arguments or `gui`).
 
 Single instance (a second launch asks the first to show its dashboard and exits 0), tray-first (closing windows
 does not quit), and a graceful exit on Quit, SIGTERM or SIGINT: the node is stopped before the app leaves.
@@ -13,11 +13,11 @@ import sys
 from PySide6.QtCore import QSocketNotifier
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
-from app.app_controller import PotluckApp, default_context
-from app.paths import APP_ID, APP_NAME, config_dir
-from app.qt_compat import protect_singletons
-from app.single_instance import SingleInstance, instance_key
-from app.theme import apply_theme
+from potluck.app.app_controller import PotluckApp, default_context
+from potluck.app.paths import APP_ID, APP_NAME, config_dir
+from potluck.app.qt_compat import protect_singletons
+from potluck.app.single_instance import SingleInstance, instance_key
+from potluck.app.theme import apply_theme
 
 
 def make_qapplication(argv: list[str]) -> QApplication:

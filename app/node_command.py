@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from core.program import program_command
+from potluck.core.program import program_command
 
 NODE_SUBCOMMAND = "node"
 NODE_COMMAND_ENV = "POTLUCK_NODE_COMMAND"  # optional override of the program that runs the node

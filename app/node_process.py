@@ -18,9 +18,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from app.node_command import NodeTimeouts, RestartPolicy
-from core import protocol
-from core.protocol import NodeState
+from potluck.app.node_command import NodeTimeouts, RestartPolicy
+from potluck.core import protocol
+from potluck.core.protocol import NodeState
 
 LOG_TAIL_LINES = 50
 MAX_PENDING_BYTES = protocol.MAX_LINE_CHARS + 1  # an unfinished stdout line longer than this is dropped

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject
 
-from app.node_process import NodeProcess
-from core.protocol import Alert, AlertLevel, NodeState
+from potluck.app.node_process import NodeProcess
+from potluck.core.protocol import Alert, AlertLevel, NodeState
 
 ShowMessage = Callable[[str, str, AlertLevel], None]  # (title, text, level)
 

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, fields
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QFrame, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
-from app import theme
-from app.stat_card import label
-from app.ui_state import UiKey, load_json, save_json
+from potluck.app import theme
+from potluck.app.stat_card import label
+from potluck.app.ui_state import UiKey, load_json, save_json
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from PySide6.QtWidgets import (
     QPushButton, QVBoxLayout, QWidget,
 )
 
-from app import theme
-from app.autostart import Autostart
-from app.config_store import AppConfig, ConfigError, SwarmMode
-from app.stat_card import label
-from app.ui_state import UiKey, restore_geometry, save_geometry
-from app.wizard import model_problem
+from potluck.app import theme
+from potluck.app.autostart import Autostart
+from potluck.app.config_store import AppConfig, ConfigError, SwarmMode
+from potluck.app.stat_card import label
+from potluck.app.ui_state import UiKey, restore_geometry, save_geometry
+from potluck.app.wizard import model_problem
 
 AUTOMATIC_TEXT = "Automatic (from free memory)"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
-from app import theme
+from potluck.app import theme
 
 
 def card_frame(parent: QWidget | None = None) -> tuple[QFrame, QVBoxLayout]:

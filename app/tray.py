@@ -14,11 +14,11 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QClipboard
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from app.background import run_in_background
-from app.formatting import status_line
-from app.icons import IconSet
-from app.node_process import NodeProcess
-from core.protocol import AlertLevel, NodeState
+from potluck.app.background import run_in_background
+from potluck.app.formatting import status_line
+from potluck.app.icons import IconSet
+from potluck.app.node_process import NodeProcess
+from potluck.core.protocol import AlertLevel, NodeState
 
 MESSAGE_MS = 8000
 

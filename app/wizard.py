@@ -19,12 +19,12 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget, QWizard, QWizardPage,
 )
 
-from app import theme
-from app.config_store import AppConfig, SwarmMode
-from app.formatting import status_line
-from app.node_process import NodeProcess
-from app.stat_card import card_frame, label
-from core.protocol import NodeState, Sizing
+from potluck.app import theme
+from potluck.app.config_store import AppConfig, SwarmMode
+from potluck.app.formatting import status_line
+from potluck.app.node_process import NodeProcess
+from potluck.app.stat_card import card_frame, label
+from potluck.core.protocol import NodeState, Sizing
 
 HF_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 INVITE_MODULE_MISSING = ("Invite codes cannot be checked: this copy of Potluck lacks its invite module "
@@ -38,7 +38,7 @@ InviteDecoder = Callable[[str], Any]
 def real_invite_decoder() -> InviteDecoder | None:
     """core.swarm.invite.decode_invite wrapped to raise ValueError(message), or None if the module is missing."""
     try:
-        from core.swarm.invite import InviteError, decode_invite
+        from potluck.core.swarm.invite import InviteError, decode_invite
     except ImportError:
         return None
 

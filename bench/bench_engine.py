@@ -99,8 +99,8 @@ def measure_pairs(local: common.LocalModel, client, swarm, plan: Plan, prompt, l
 
 
 def bench_model(name: str, plan: Plan, root: Path, echo) -> list[Row]:
-    from core.client.model import DistributedModelForCausalLM
-    from core.localswarm import LocalSwarm, split_blocks
+    from potluck.core.client.model import DistributedModelForCausalLM
+    from potluck.core.localswarm import LocalSwarm, split_blocks
 
     hidden, layers = common.MODELS[name]
     echo(f"[{name}] building a random-weight Llama (hidden {hidden}, {layers} layers, float32)")

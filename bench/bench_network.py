@@ -100,9 +100,9 @@ class RelayProcess:
 
 
 def delayed_swarm_runs(model_dir: Path, plan: Plan, echo) -> list[dict]:
-    from core.client.model import DistributedModelForCausalLM
-    from core.localswarm import LocalSwarm, split_blocks
-    from core.swarm.dht import DHTOptions, start_dht
+    from potluck.core.client.model import DistributedModelForCausalLM
+    from potluck.core.localswarm import LocalSwarm, split_blocks
+    from potluck.core.swarm.dht import DHTOptions, start_dht
 
     local = common.LocalModel(model_dir)
     prompt = common.prompt_ids(plan.prompt_tokens, local.model.config.vocab_size)
@@ -167,8 +167,8 @@ def _mean_held_ms(before: list[dict], after: list[dict]) -> float:
 
 
 def failover_runs(model_dir: Path, plan: Plan, echo) -> list[dict]:
-    from core.client.model import DistributedModelForCausalLM
-    from core.localswarm import LocalSwarm
+    from potluck.core.client.model import DistributedModelForCausalLM
+    from potluck.core.localswarm import LocalSwarm
 
     local = common.LocalModel(model_dir)
     prompt = common.prompt_ids(plan.prompt_tokens, local.model.config.vocab_size)

@@ -48,7 +48,7 @@ def machine_line(info: dict) -> str:
 
 def build_model(name: str, root: Path) -> Path:
     """The random-weight Llama `name` (see MODELS), float32, sharded like a real checkpoint."""
-    from core.model.tiny import make_tiny_model
+    from potluck.core.model.tiny import make_tiny_model
 
     hidden, layers = MODELS[name]
     return make_tiny_model("llama", root / f"{name}-llama", layers=layers, hidden=hidden, seed=0, shard_size="64MB")
@@ -131,7 +131,7 @@ async def counted_decode(client, prompt: list[int], steps: int, snapshot) -> dic
     (links the hidden state crosses: servers + 1 with push, 2 x servers when the client relays)."""
     import torch
 
-    from core.client.inference import InferenceSession
+    from potluck.core.client.inference import InferenceSession
 
     session = InferenceSession(client.swarm, client.spec.hidden_size, len(prompt) + steps + 1, push=client.push,
                                timeout=client.timeout, max_retries=0)
@@ -159,8 +159,8 @@ async def app_bytes(client, servers, session) -> dict:
 
 async def server_stats(p2p, peer_id: str, addrs, timeout: float = 10.0) -> dict:
     """A server's counters (bytes_up, bytes_down, tokens_served, ...), read with a ping."""
-    from core import wire
-    from core.swarm.streams import PING_PROTOCOL, close_writer, open_stream
+    from potluck.core import wire
+    from potluck.core.swarm.streams import PING_PROTOCOL, close_writer, open_stream
 
     reader, writer = await open_stream(p2p, peer_id, PING_PROTOCOL, addrs, timeout)
     try:

@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 
-from core import __version__
+from potluck.core import __version__
 
 
 class CliError(Exception):
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("node", help="the process the desktop app runs: its protocol on stdin/stdout (docs/NODE.md)")
 
-    from core.commands_swarm import add_swarm_commands
+    from potluck.core.commands_swarm import add_swarm_commands
 
     add_swarm_commands(sub)  # swarm, swarms, invite, join, members, revoke; --swarm on serve
     return parser
@@ -138,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.self_test:
-        from core.demo import self_test
+        from potluck.core.demo import self_test
 
         return self_test()
     if args.command is None:
         parser.print_help()
         return 2
-    from core import commands, commands_swarm
+    from potluck.core import commands, commands_swarm
 
     name = "cmd_" + args.command.replace("-", "_")
     handler = getattr(commands, name, None) or getattr(commands_swarm, name)

@@ -7,11 +7,11 @@ import asyncio
 import statistics
 import sys
 
-from core.cli import CliError, print_json
+from potluck.core.cli import CliError, print_json
 
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
-    from core.model.tiny import make_tiny_model
+    from potluck.core.model.tiny import make_tiny_model
 
     try:
         out = make_tiny_model(args.arch, args.out, layers=args.layers, hidden=args.hidden, seed=args.seed, shard_size=args.shard_size)
@@ -22,15 +22,15 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from core.model.loading import parse_dtype
-    from core.server.runner import ServeOptions, serve_forever
-    from core.server.server import ServerConfig
-    from core.swarm.dht import DHTOptions
+    from potluck.core.model.loading import parse_dtype
+    from potluck.core.server.runner import ServeOptions, serve_forever
+    from potluck.core.server.server import ServerConfig
+    from potluck.core.swarm.dht import DHTOptions
 
     if getattr(args, "swarm", None):  # a private swarm: peers, identity and admission come from its store entry
         if args.new_swarm or args.initial_peers or args.identity:
             raise CliError("--swarm finds its peers and identity itself: drop --new-swarm/--initial-peers/--identity")
-        from core.swarm_serve import serve_in_swarm
+        from potluck.core.swarm_serve import serve_in_swarm
 
         return serve_in_swarm(args)
     if not args.new_swarm and not args.initial_peers:
@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def print_ready(server) -> None:
     """What `potluck serve` prints once it serves (LocalSwarm and the app read these lines)."""
-    from core.swarm.dht import visible_maddrs
+    from potluck.core.swarm.dht import visible_maddrs
 
     print(f"serving blocks {server.stack.start}:{server.stack.end} of {server.spec.uid} "
           f"({server.throughput_tokens_per_second:.0f} tokens/s per block) as {server.peer_id}", flush=True)
@@ -75,7 +75,7 @@ def _sampling_kwargs(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from core.client.model import DistributedModelForCausalLM
+    from potluck.core.client.model import DistributedModelForCausalLM
 
     kwargs = _sampling_kwargs(args)
     model = DistributedModelForCausalLM.from_pretrained(
@@ -112,15 +112,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from core.swarm import dht as swarm_dht
-    from core.swarm.status import status_json, status_text
+    from potluck.core.swarm import dht as swarm_dht
+    from potluck.core.swarm.status import status_json, status_text
 
     dht = swarm_dht.start_dht(swarm_dht.DHTOptions(initial_peers=tuple(args.initial_peers), client_mode=True))
     try:
         async def collect():
             models = await swarm_dht.fetch_models(dht)
             if args.model is not None:
-                from core.model.checkpoint import open_checkpoint
+                from potluck.core.model.checkpoint import open_checkpoint
 
                 uid = args.model if args.model in models else open_checkpoint(args.model).uid
                 models = {uid: models[uid]} if uid in models else {}
@@ -139,12 +139,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from core.demo import run_demo
+    from potluck.core.demo import run_demo
 
     return run_demo(args.servers, args.prompt, args.max_new_tokens, args.arch)
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from core.node.process import run_node  # says hello before it imports anything heavy; never returns
+    from potluck.core.node.process import run_node  # says hello before it imports anything heavy; never returns
 
     return run_node(args.verbose)

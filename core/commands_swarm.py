@@ -22,8 +22,8 @@ import socket
 import sys
 import time
 
-from core.cli import CliError, print_json
-from core.swarm_serve import DEFAULT_MEMBERSHIP_PERIOD_SECONDS
+from potluck.core.cli import CliError, print_json
+from potluck.core.swarm_serve import DEFAULT_MEMBERSHIP_PERIOD_SECONDS
 
 _SERVE_HELP_SWARM = ("serve in this private swarm (a name or id from `potluck swarms`): only its members can reach "
                      "this server; listens on this PC's Tailscale address unless --host is given")
@@ -83,7 +83,7 @@ def add_swarm_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:
-    from core.cli import _block_range, _positive_int
+    from potluck.core.cli import _block_range, _positive_int
 
     p.add_argument("--model", default=None, help="a local folder with the swarm's model (default: the swarm's model id)")
     which = p.add_mutually_exclusive_group()
@@ -109,9 +109,9 @@ def _seconds(text: str) -> float:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
-_USER_ERRORS = {"core.swarm.invite": "InviteError", "core.swarm.join": "JoinError", "core.swarm.store": "StoreError",
-                "core.swarm.membership": "MembershipError", "core.swarm.tailscale": "TailnetError",
-                "core.secrets": "SecretStoreError"}
+_USER_ERRORS = {"potluck.core.swarm.invite": "InviteError", "potluck.core.swarm.join": "JoinError", "potluck.core.swarm.store": "StoreError",
+                "potluck.core.swarm.membership": "MembershipError", "potluck.core.swarm.tailscale": "TailnetError",
+                "potluck.core.secrets": "SecretStoreError"}
 
 
 def _user_errors(fn):
@@ -163,8 +163,8 @@ def _secret_place(location) -> str:
 # ---- swarm create / swarms ------------------------------------------------------------------------------------------
 @_user_errors
 def cmd_swarm(args: argparse.Namespace) -> int:
-    from core.swarm import secure
-    from core.swarm.store import SwarmStore
+    from potluck.core.swarm import secure
+    from potluck.core.swarm.store import SwarmStore
 
     store = SwarmStore()
     pending = secure.identities_dir() / f".new-{time.time_ns()}.key"  # renamed once the swarm has an id
@@ -186,8 +186,8 @@ def cmd_swarm(args: argparse.Namespace) -> int:
 
 @_user_errors
 def cmd_swarms(args: argparse.Namespace) -> int:
-    from core.swarm.secure import running_node
-    from core.swarm.store import SwarmStore
+    from potluck.core.swarm.secure import running_node
+    from potluck.core.swarm.store import SwarmStore
 
     store = SwarmStore()
     swarms = store.list_swarms()
@@ -208,9 +208,9 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def _invite_create(args: argparse.Namespace) -> int:
-    from core.swarm import secure
-    from core.swarm.invite import describe_invite, encode_invite
-    from core.swarm.store import SwarmStore, parse_duration
+    from potluck.core.swarm import secure
+    from potluck.core.swarm.invite import describe_invite, encode_invite
+    from potluck.core.swarm.store import SwarmStore, parse_duration
 
     store = SwarmStore()
     info = _pick_swarm(store, args.swarm)
@@ -236,7 +236,7 @@ def _invite_create(args: argparse.Namespace) -> int:
 
 def _dialable(maddrs: list[str]) -> list[str]:
     """The addresses worth putting in a code: tailnet ones, else any non-loopback, else loopback (tests, demos)."""
-    from core.swarm.tailscale import is_tailnet_ipv4
+    from potluck.core.swarm.tailscale import is_tailnet_ipv4
 
     def host(m: str) -> str:
         return m.split("/")[2] if m.count("/") >= 3 else ""
@@ -249,7 +249,7 @@ def _dialable(maddrs: list[str]) -> list[str]:
 
 
 def _invite_show(args: argparse.Namespace) -> int:
-    from core.swarm.invite import decode_invite, describe_invite
+    from potluck.core.swarm.invite import decode_invite, describe_invite
 
     invite = decode_invite(_read_code(args.code), allow_expired=True)
     print(describe_invite(invite))
@@ -257,8 +257,8 @@ def _invite_show(args: argparse.Namespace) -> int:
 
 
 def _invite_cancel(args: argparse.Namespace) -> int:
-    from core.swarm import secure
-    from core.swarm.store import SwarmStore
+    from potluck.core.swarm import secure
+    from potluck.core.swarm.store import SwarmStore
 
     store = SwarmStore()
     with secure.store_lock(store):
@@ -270,10 +270,10 @@ def _invite_cancel(args: argparse.Namespace) -> int:
 # ---- join --------------------------------------------------------------------------------------------------------------
 @_user_errors
 def cmd_join(args: argparse.Namespace) -> int:
-    from core.swarm import secure
-    from core.swarm.invite import decode_invite
-    from core.swarm.join import request_join
-    from core.swarm.store import SwarmNotFound, SwarmStore
+    from potluck.core.swarm import secure
+    from potluck.core.swarm.invite import decode_invite
+    from potluck.core.swarm.join import request_join
+    from potluck.core.swarm.store import SwarmNotFound, SwarmStore
 
     invite = decode_invite(_read_code(args.code))
     store = SwarmStore()
@@ -285,7 +285,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         pass  # not yet a member (or no longer): join with a fresh identity
     if secure.running_node(invite.swarm_id):
         raise CliError(f"a node of {invite.swarm_name!r} is running on this PC; stop it before joining again")
-    from core.swarm_serve import free_port, resolve_host
+    from potluck.core.swarm_serve import free_port, resolve_host
 
     host, _ = resolve_host(args.host)
     args.port = args.port or free_port(host)  # the inviter dials back the very port this PC will serve on
@@ -308,7 +308,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, swarm_id: str) -> int:
-    from core.swarm_serve import serve_in_swarm
+    from potluck.core.swarm_serve import serve_in_swarm
 
     return serve_in_swarm(argparse.Namespace(**{**vars(args), "swarm": swarm_id}))
 
@@ -316,9 +316,9 @@ def _serve(args: argparse.Namespace, swarm_id: str) -> int:
 # ---- members / revoke ----------------------------------------------------------------------------------------------
 @_user_errors
 def cmd_members(args: argparse.Namespace) -> int:
-    from core.swarm import secure
-    from core.swarm.invite import format_utc
-    from core.swarm.store import SwarmStore
+    from potluck.core.swarm import secure
+    from potluck.core.swarm.invite import format_utc
+    from potluck.core.swarm.store import SwarmStore
 
     store = SwarmStore()
     info = _pick_swarm(store, args.swarm)
@@ -345,9 +345,9 @@ def _own_peer_id(swarm_id: str, secure) -> str | None:
 
 @_user_errors
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from core.swarm import membership as ms
-    from core.swarm import secure
-    from core.swarm.store import SwarmStore
+    from potluck.core.swarm import membership as ms
+    from potluck.core.swarm import secure
+    from potluck.core.swarm.store import SwarmStore
 
     store = SwarmStore()
     info = _pick_swarm(store, args.swarm)
@@ -365,7 +365,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         print("This PC's node refuses it within seconds and tells the other members: within a minute no member "
               "accepts its requests or announcements, or routes through it.")
         return 0
-    from core.swarm_serve import tell_swarm
+    from potluck.core.swarm_serve import tell_swarm
 
     told = tell_swarm(info, store, args.host)
     if told:

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.localswarm import LocalSwarm, split_blocks
+from potluck.core.localswarm import LocalSwarm, split_blocks
 
 DEMO_LAYERS, DEMO_HIDDEN = 8, 256
 
@@ -25,8 +25,8 @@ def _reference_ids(model_dir: Path, prompt_ids: list[int], max_new_tokens: int) 
 
 
 def _run(servers: int, arch: str, prompt: str, max_new_tokens: int, echo) -> tuple[object, list[int], float]:
-    from core.client.model import DistributedModelForCausalLM
-    from core.model.tiny import make_tiny_model
+    from potluck.core.client.model import DistributedModelForCausalLM
+    from potluck.core.model.tiny import make_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="potluck-demo-") as tmp:
         model_dir = make_tiny_model(arch, Path(tmp) / f"tiny-{arch}", layers=DEMO_LAYERS, hidden=DEMO_HIDDEN, seed=0)

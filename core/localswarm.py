@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from core.program import ENGINE_ENVIRONMENT_DEFAULTS, program_command
+from potluck.core.program import ENGINE_ENVIRONMENT_DEFAULTS, program_command
 
 READY_TIMEOUT_SECONDS = 120.0
 

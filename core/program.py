@@ -18,7 +18,7 @@ ENGINE_ENVIRONMENT_DEFAULTS = {
 
 
 def program_command(frozen: bool | None = None, executable: str | None = None) -> list[str]:
-    """The command that runs this program: the frozen executable itself, or the interpreter on app.entry."""
+    """The command that runs this program: the frozen executable itself, or the interpreter on potluck.app.entry."""
     frozen = bool(getattr(sys, "frozen", False)) if frozen is None else frozen
     executable = executable or sys.executable
-    return [executable] if frozen else [executable, "-m", "app.entry"]
+    return [executable] if frozen else [executable, "-m", "potluck.app.entry"]

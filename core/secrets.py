@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from core import paths
+from potluck.core import paths
 
 logger = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ import socket
 import sys
 from pathlib import Path
 
-from core.cli import CliError
+from potluck.core.cli import CliError
 
 DEFAULT_MEMBERSHIP_PERIOD_SECONDS = 10.0
 
 
 def resolve_host(host: str | None) -> tuple[str, str | None]:
     """(address to listen on, address to announce or None). Default: this PC's Tailscale IPv4."""
-    from core.swarm import tailscale
+    from potluck.core.swarm import tailscale
 
     if host:
         try:
@@ -55,7 +55,7 @@ def free_port(host: str, preferred: int = 0) -> int:
 
 
 def _port_file(swarm_id: str) -> Path:
-    from core import paths
+    from potluck.core import paths
 
     return paths.data_dir() / "run" / f"{swarm_id}.port"
 
@@ -69,7 +69,7 @@ def _remembered_port(swarm_id: str) -> int:
 
 
 def _remember_port(swarm_id: str, maddrs: list[str]) -> None:
-    from core import paths
+    from potluck.core import paths
 
     ports = {int(m.split("/")[4]) for m in maddrs if m.count("/") >= 4 and m.split("/")[4].isdigit()}
     if len(ports) == 1:
@@ -79,19 +79,19 @@ def _remember_port(swarm_id: str, maddrs: list[str]) -> None:
 
 def serve_in_swarm(args: argparse.Namespace) -> int:
     """`potluck serve --swarm NAME` (and `potluck join` once joined): serve as this PC's member identity."""
-    from core.commands_swarm import _user_errors
+    from potluck.core.commands_swarm import _user_errors
 
     return _user_errors(_serve_in_swarm)(args)
 
 
 def _serve_in_swarm(args: argparse.Namespace) -> int:
-    from core.commands import print_ready
-    from core.model.loading import parse_dtype
-    from core.server.runner import ServeOptions, serve_forever
-    from core.server.server import ServerConfig
-    from core.swarm import reachability, secure
-    from core.swarm import services as member_services_module  # imported before the DHT process starts
-    from core.swarm.store import SwarmStore
+    from potluck.core.commands import print_ready
+    from potluck.core.model.loading import parse_dtype
+    from potluck.core.server.runner import ServeOptions, serve_forever
+    from potluck.core.server.server import ServerConfig
+    from potluck.core.swarm import reachability, secure
+    from potluck.core.swarm import services as member_services_module  # imported before the DHT process starts
+    from potluck.core.swarm.store import SwarmStore
 
     period = args.membership_period
     store = SwarmStore()
@@ -136,9 +136,9 @@ def _own_name(node) -> str:
 
 def tell_swarm(info, store, host_arg: str | None) -> bool:
     """With no node running here: join the swarm's DHT briefly and publish the changed member list."""
-    from core.swarm import reachability, secure
-    from core.swarm import services as member_services_module
-    from core.swarm.dht import start_dht
+    from potluck.core.swarm import reachability, secure
+    from potluck.core.swarm import services as member_services_module
+    from potluck.core.swarm.dht import start_dht
 
     try:
         node = secure.open_swarm(info.swarm_id, store)

@@ -8,13 +8,13 @@ import time
 
 import torch
 
-from core.client.backoff import BanList
-from core.client.routing import NoRouteError, RouteSpan, choose_route
-from core import wire
-from core.client.session import RemoteChain, SpanFailure
-from core.swarm.streams import PING_PROTOCOL, close_writer, open_stream
-from core.swarm import dht as swarm_dht
-from core.swarm.records import ServerRecord
+from potluck.core.client.backoff import BanList
+from potluck.core.client.routing import NoRouteError, RouteSpan, choose_route
+from potluck.core import wire
+from potluck.core.client.session import RemoteChain, SpanFailure
+from potluck.core.swarm.streams import PING_PROTOCOL, close_writer, open_stream
+from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm.records import ServerRecord
 
 log = logging.getLogger(__name__)
 

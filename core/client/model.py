@@ -19,11 +19,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from core import wire
-from core.client.inference import InferenceSession, SwarmError, SwarmView
-from core.client.sampling import SamplingParams, TokenChooser
-from core.model.loading import ModelSpec, load_client_parts, open_model, parse_dtype
-from core.swarm import dht as swarm_dht
+from potluck.core import wire
+from potluck.core.client.inference import InferenceSession, SwarmError, SwarmView
+from potluck.core.client.sampling import SamplingParams, TokenChooser
+from potluck.core.model.loading import ModelSpec, load_client_parts, open_model, parse_dtype
+from potluck.core.swarm import dht as swarm_dht
 
 _DEFAULT = object()
 

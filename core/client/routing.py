@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from core.swarm.records import ServerRecord, ServerState
+from potluck.core.swarm.records import ServerRecord, ServerState
 
 UNMEASURED_MS_PER_BLOCK = 1000.0  # compute time assumed per block for a server announcing throughput 0
 NO_LATENCIES: Mapping[str, float] = MappingProxyType({})  # immutable default: every peer gets the default

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core import wire
-from core.client.routing import RouteSpan
-from core.swarm.records import ServerRecord
-from core.swarm.streams import SESSION_PROTOCOL, PeerUnreachableError, close_writer, open_stream
+from potluck.core import wire
+from potluck.core.client.routing import RouteSpan
+from potluck.core.swarm.records import ServerRecord
+from potluck.core.swarm.streams import SESSION_PROTOCOL, PeerUnreachableError, close_writer, open_stream
 
 log = logging.getLogger(__name__)
 

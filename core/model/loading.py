@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from core.model.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from core.model.families import BlockStack, ClientParts, Family, family_for
+from potluck.core.model.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from potluck.core.model.families import BlockStack, ClientParts, Family, family_for
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}

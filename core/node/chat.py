@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core import protocol
-from core.node.stats import TextStream, route_hops, sampling_kwargs, stop_reason
+from potluck.core import protocol
+from potluck.core.node.stats import TextStream, route_hops, sampling_kwargs, stop_reason
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ class ClientRecipe:
 
 def build_client(recipe: ClientRecipe):
     """A DistributedModelForCausalLM on the node's DHT, whose streams to this PC's own server stay local."""
-    from core.client.model import DistributedModelForCausalLM
-    from core.node.loopback import LoopbackP2P
+    from potluck.core.client.model import DistributedModelForCausalLM
+    from potluck.core.node.loopback import LoopbackP2P
 
     client = DistributedModelForCausalLM.from_pretrained(recipe.model, dht=recipe.dht, self_peer_id=recipe.self_peer_id,
                                                          timeout=CLIENT_TIMEOUT_SECONDS)

@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import protocol
-from core.node import stats as node_stats
-from core.node.chat import ChatService, ClientRecipe
-from core.node.config import NodeConfig, apply_values, network_key, restart_needed
-from core.node.plan import NodeSetupError
-from core.node.stdio import TOO_LONG, LogFile, ParentWatch, ProtocolWriter, StdinReader
-from core.protocol import NodeState
+from potluck.core import protocol
+from potluck.core.node import stats as node_stats
+from potluck.core.node.chat import ChatService, ClientRecipe
+from potluck.core.node.config import NodeConfig, apply_values, network_key, restart_needed
+from potluck.core.node.plan import NodeSetupError
+from potluck.core.node.stdio import TOO_LONG, LogFile, ParentWatch, ProtocolWriter, StdinReader
+from potluck.core.protocol import NodeState
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class NodeController:
             self.send(protocol.Error(message="set_config: " + "; ".join(applied.problems)))
         changed = restart_needed(self.config, applied.config)
         self.config = applied.config
-        from core import paths
+        from potluck.core import paths
 
         self.log_file.use_folder(Path(self.config.log_dir) if self.config.log_dir else paths.logs_dir())
         if changed and self.serving is not None:
@@ -205,7 +205,7 @@ class NodeController:
             self.set_state(NodeState.FAILED, f"Could not start serving: {exc}")
 
     async def _start_serving(self) -> None:
-        from core.node.serving import open_model_checked, resolve_device, resolve_dtype, serve_options, start_serving
+        from potluck.core.node.serving import open_model_checked, resolve_device, resolve_dtype, serve_options, start_serving
 
         config = self.config
         network = await self._network()
@@ -277,7 +277,7 @@ class NodeController:
 
     async def _network(self):
         """The node's network for the current settings (a new one if they changed while nothing was served)."""
-        from core.node.network import make_network
+        from potluck.core.node.network import make_network
 
         if self.network is not None and network_key(self.network.config) != network_key(self.config) \
                 and self.serving is None:
@@ -305,7 +305,7 @@ class NodeController:
 
     def _local_server(self):
         """This PC's serving server for the chat's local streams (called from the chat client's loop)."""
-        from core.node.loopback import LocalServer, server_handlers
+        from potluck.core.node.loopback import LocalServer, server_handlers
 
         serving = self.serving
         server = serving.server if serving is not None else None
@@ -336,7 +336,7 @@ class NodeController:
             return
         if time.monotonic() - self._view_monotonic < SWARM_VIEW_PERIOD_SECONDS:
             return
-        from core.swarm.dht import fetch_records
+        from potluck.core.swarm.dht import fetch_records
 
         self._view_monotonic = time.monotonic()
         try:
@@ -352,7 +352,7 @@ class NodeController:
             self._last_coverage = current
 
     def _stats(self) -> protocol.Stats:
-        from core.node.serving import memory_bytes
+        from potluck.core.node.serving import memory_bytes
 
         contribution = self.finished.plus(self.serving.contribution()) if self.serving is not None else \
             dataclasses.replace(self.finished, start_block=0, end_block=0)

@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
-from core.node.config import NodeConfig
+from potluck.core.node.config import NodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def start_dht_owned(options):
     forked the child ends. A DHT started on a short-lived thread (a chat worker, an asyncio.to_thread worker that
     retires) would die with it."""
     global _dht_owner
-    from core.swarm.dht import start_dht
+    from potluck.core.swarm.dht import start_dht
 
     with _dht_owner_lock:
         if _dht_owner is None:
@@ -44,7 +44,7 @@ def default_host(config: NodeConfig, environ=os.environ) -> str:
     if environ.get(HOST_ENV, "").strip():
         return environ[HOST_ENV].strip()
     try:
-        from core.swarm import tailscale
+        from potluck.core.swarm import tailscale
 
         return str(tailscale.find_tailnet_ipv4().ipv4)
     except Exception as exc:  # no Tailscale, or it is logged out: friends cannot reach us, but we still run
@@ -78,7 +78,7 @@ class NodeNetwork:
         return None
 
     def dht_options(self):
-        from core.swarm.dht import DHTOptions
+        from potluck.core.swarm.dht import DHTOptions
 
         return DHTOptions(initial_peers=self.initial_peers, host=self.host, port=self.config.port)
 
@@ -86,7 +86,7 @@ class NodeNetwork:
         """Start the DHT unless it runs (blocking: a second or two). Raises RuntimeError saying why it failed."""
         with self._lock:
             if self.dht is None:
-                from core.swarm.dht import visible_maddrs
+                from potluck.core.swarm.dht import visible_maddrs
 
                 self.host = self.host or default_host(self.config, self._environ)
                 self.dht = start_dht_owned(self.dht_options())
@@ -102,7 +102,7 @@ class NodeNetwork:
     def maddrs(self) -> list[str]:
         if self.dht is None:
             return []
-        from core.swarm.dht import visible_maddrs
+        from potluck.core.swarm.dht import visible_maddrs
 
         try:
             return visible_maddrs(self.dht)
@@ -125,7 +125,7 @@ class NodeNetwork:
 def make_network(config: NodeConfig, environ=os.environ) -> NodeNetwork:
     """The network for these settings: a private swarm from the swarm store (create, join), or an open one (plain)."""
     if config.mode in ("create", "join"):
-        from core.node.private import PrivateNetwork
+        from potluck.core.node.private import PrivateNetwork
 
         return PrivateNetwork(config, environ)
     return NodeNetwork(config, environ)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.node.stats import span_words
-from core.server.sizing import format_bytes
+from potluck.core.node.stats import span_words
+from potluck.core.server.sizing import format_bytes
 
 
 class NodeSetupError(Exception):

@@ -14,9 +14,9 @@ import contextlib
 import logging
 import os
 
-from core.node.config import NodeConfig
-from core.node.network import NodeNetwork, default_host, start_dht_owned
-from core.node.plan import NodeSetupError
+from potluck.core.node.config import NodeConfig
+from potluck.core.node.network import NodeNetwork, default_host, start_dht_owned
+from potluck.core.node.plan import NodeSetupError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ class PrivateNetwork(NodeNetwork):
     def ensure(self):
         with self._lock:
             if self.dht is None:
-                from core.swarm import reachability, secure, services  # noqa: F401  (services: before the DHT forks)
-                from core.swarm.dht import visible_maddrs
+                from potluck.core.swarm import reachability, secure, services  # noqa: F401  (services: before the DHT forks)
+                from potluck.core.swarm.dht import visible_maddrs
 
                 self.host = self.host or default_host(self.config, self._environ)
                 self.swarm = self._open()
@@ -82,7 +82,7 @@ class PrivateNetwork(NodeNetwork):
 
     def _open(self):
         """This PC's SwarmNode: open the stored swarm, creating or joining it first if needed."""
-        from core.swarm.store import StoreError
+        from potluck.core.swarm.store import StoreError
 
         try:
             return self._join() if self.config.mode == "join" else self._create()
@@ -90,8 +90,8 @@ class PrivateNetwork(NodeNetwork):
             raise NodeSetupError(f"{exc}.") from None
 
     def _create(self):
-        from core.swarm import secure
-        from core.swarm.store import SwarmNotFound, SwarmStore
+        from potluck.core.swarm import secure
+        from potluck.core.swarm.store import SwarmNotFound, SwarmStore
 
         store, name = SwarmStore(), swarm_name_for(self.config)
         try:
@@ -113,10 +113,10 @@ class PrivateNetwork(NodeNetwork):
         return secure.open_swarm(info.swarm_id, store)
 
     def _join(self):
-        from core.swarm import secure
-        from core.swarm.invite import InviteError, decode_invite
-        from core.swarm.join import JoinError, request_join
-        from core.swarm.store import SwarmNotFound, SwarmStore
+        from potluck.core.swarm import secure
+        from potluck.core.swarm.invite import InviteError, decode_invite
+        from potluck.core.swarm.join import JoinError, request_join
+        from potluck.core.swarm.store import SwarmNotFound, SwarmStore
 
         code = self._environ.get(INVITE_ENV, "").strip()
         if not code:
@@ -152,7 +152,7 @@ class PrivateNetwork(NodeNetwork):
         """The member list sync and the join handler, for as long as the DHT runs (paused or not)."""
         if self._services_started or self.dht is None:
             return
-        from core.swarm.services import member_services
+        from potluck.core.swarm.services import member_services
 
         await self._services.enter_async_context(member_services(self.swarm, self.dht, admit=self.admit))
         self._services_started = True

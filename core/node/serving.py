@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core import protocol
-from core.node.config import NodeConfig
-from core.node.plan import BlockPlan, NodeSetupError, chosen_plan, plan_from_sizing, range_words
-from core.node.stats import Contribution, span_words
+from potluck.core import protocol
+from potluck.core.node.config import NodeConfig
+from potluck.core.node.plan import BlockPlan, NodeSetupError, chosen_plan, plan_from_sizing, range_words
+from potluck.core.node.stats import Contribution, span_words
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ def model_problem(model: str) -> str:
 
 def open_model_checked(model: str, revision: str | None = None):
     """open_model, with failures a retry will not fix turned into NodeSetupError (plain words)."""
-    from core.model.checkpoint import CheckpointError
-    from core.model.families import UnsupportedModelError
-    from core.model.loading import open_model
+    from potluck.core.model.checkpoint import CheckpointError
+    from potluck.core.model.families import UnsupportedModelError
+    from potluck.core.model.loading import open_model
 
     problem = model_problem(model)
     if problem:
@@ -71,9 +71,9 @@ def open_model_checked(model: str, revision: str | None = None):
 
 def serve_options(config: NodeConfig, model: str, device: str, dtype: str):
     """The engine's ServeOptions for these settings (the swarm's DHT options and admission are added later)."""
-    from core.model.loading import DtypeError, parse_dtype
-    from core.server.runner import ServeOptions
-    from core.server.server import ServerConfig
+    from potluck.core.model.loading import DtypeError, parse_dtype
+    from potluck.core.server.runner import ServeOptions
+    from potluck.core.server.server import ServerConfig
 
     try:
         parse_dtype(dtype, device)
@@ -85,9 +85,9 @@ def serve_options(config: NodeConfig, model: str, device: str, dtype: str):
 
 def plan_blocks(spec, options, config: NodeConfig) -> BlockPlan:
     """How many blocks to host: the owner's number, or sizing from free memory under the owner's cap."""
-    from core.server.memory import probe_free_bytes
-    from core.server.runner import size_from_memory
-    from core.server.sizing import SizingError
+    from potluck.core.server.memory import probe_free_bytes
+    from potluck.core.server.runner import size_from_memory
+    from potluck.core.server.sizing import SizingError
 
     if config.num_blocks is not None:
         return chosen_plan(min(config.num_blocks, spec.num_blocks))
@@ -101,7 +101,7 @@ def plan_blocks(spec, options, config: NodeConfig) -> BlockPlan:
 
 def choose_blocks(spec, options, plan: BlockPlan, dht) -> tuple[int, int, bool]:
     """(start, end, whether other servers were seen): the engine's gap-filling choice for `plan.num_blocks`."""
-    from core.server.runner import choose_range
+    from potluck.core.server.runner import choose_range
 
     start, end = choose_range(spec, dataclasses.replace(options, num_blocks=plan.num_blocks), dht)
     return start, end, bool(options.dht.initial_peers)
@@ -146,7 +146,7 @@ class Serving:
 
     async def undrain(self) -> None:
         """Take new sessions again after a drain (the owner resumed before pausing)."""
-        from core.swarm.records import ServerState
+        from potluck.core.swarm.records import ServerState
 
         if self.server.state is ServerState.DRAINING:
             self.server.state = ServerState.ONLINE
@@ -170,9 +170,9 @@ class Serving:
 async def start_serving(spec, options, config: NodeConfig, dht, progress: Callable[[str], None],
                         on_sizing: Callable[[protocol.Sizing], None]) -> Serving:
     """Size, choose, load, announce. Raises NodeSetupError (plain words) for what a retry will not fix."""
-    from core.model.loading import load_blocks, parse_dtype
-    from core.server.runner import dynamic_arguments
-    from core.server.server import BlockServer
+    from potluck.core.model.loading import load_blocks, parse_dtype
+    from potluck.core.server.runner import dynamic_arguments
+    from potluck.core.server.server import BlockServer
 
     progress("Measuring free memory")
     plan = await asyncio.to_thread(plan_blocks, spec, options, config)
@@ -213,7 +213,7 @@ def release_memory() -> None:
 
 def memory_bytes(device: str) -> tuple[int, int]:
     """(used by this node, free on the device): GPU memory held by torch on a GPU, else this process's RAM."""
-    from core.server.memory import available_ram_bytes
+    from potluck.core.server.memory import available_ram_bytes
 
     if device.startswith("cuda"):
         import torch

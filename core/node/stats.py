@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from core import protocol
-from core.protocol import AlertLevel, NodeState
-from core.swarm.records import ServerRecord, ServerState
+from potluck.core import protocol
+from potluck.core.protocol import AlertLevel, NodeState
+from potluck.core.swarm.records import ServerRecord, ServerState
 
 # How this PC appears in its own member list while it is not serving (the GUI capitalises unknown words).
 _SELF_STATE = {

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from core import protocol
+from potluck.core import protocol
 
 log = logging.getLogger(__name__)
 

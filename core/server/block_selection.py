@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from core.swarm.records import ServerRecord, ServerState
+from potluck.core.swarm.records import ServerRecord, ServerState
 
 COVERING_STATES = frozenset({ServerState.ONLINE, ServerState.JOINING})
 MIN_THROUGHPUT_IMPROVEMENT = 1.2  # a move must raise the swarm's slowest block's throughput by this factor

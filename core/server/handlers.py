@@ -13,12 +13,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from core import wire
-from core.server.sessions import NextHop, ServerSession, SessionError
-from core.swarm.streams import PUSH_PROTOCOL, PeerUnreachableError, close_writer, open_stream
+from potluck.core import wire
+from potluck.core.server.sessions import NextHop, ServerSession, SessionError
+from potluck.core.swarm.streams import PUSH_PROTOCOL, PeerUnreachableError, close_writer, open_stream
 
 if TYPE_CHECKING:
-    from core.server.server import BlockServer
+    from potluck.core.server.server import BlockServer
 
 log = logging.getLogger(__name__)
 

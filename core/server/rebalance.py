@@ -12,13 +12,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable
 
-from core import wire
-from core.model.families import BlockStack
-from core.server.block_selection import should_move
-from core.swarm import dht as swarm_dht
+from potluck.core import wire
+from potluck.core.model.families import BlockStack
+from potluck.core.server.block_selection import should_move
+from potluck.core.swarm import dht as swarm_dht
 
 if TYPE_CHECKING:
-    from core.server.server import BlockServer
+    from potluck.core.server.server import BlockServer
 
 log = logging.getLogger(__name__)
 

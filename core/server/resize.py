@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from core import wire
-from core.server.sizing import blocks_to_grow, blocks_to_shed
+from potluck.core import wire
+from potluck.core.server.sizing import blocks_to_grow, blocks_to_shed
 
 if TYPE_CHECKING:
-    from core.server.server import BlockServer
+    from potluck.core.server.server import BlockServer
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import signal
 from dataclasses import dataclass, field
 from typing import AsyncContextManager, Callable
 
-from core.model.loading import ModelSpec, load_blocks, open_model, parse_dtype
-from core.server.server import BlockServer, ServerConfig
-from core.swarm import dht as swarm_dht
+from potluck.core.model.loading import ModelSpec, load_blocks, open_model, parse_dtype
+from potluck.core.server.server import BlockServer, ServerConfig
+from potluck.core.swarm import dht as swarm_dht
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def choose_range(spec: ModelSpec, options: ServeOptions, dht) -> tuple[int, int]
         if not 0 <= start < end <= spec.num_blocks:
             raise ValueError(f"--blocks {start}:{end} is outside this model's 0:{spec.num_blocks}")
         return start, end
-    from core.server.block_selection import choose_blocks
+    from potluck.core.server.block_selection import choose_blocks
 
     count = options.num_blocks if options.num_blocks is not None else size_from_memory(spec, options).num_blocks
     count = max(1, min(count, spec.num_blocks))
@@ -58,8 +58,8 @@ def choose_range(spec: ModelSpec, options: ServeOptions, dht) -> tuple[int, int]
 
 
 def size_from_memory(spec: ModelSpec, options: ServeOptions):
-    from core.server.memory import probe_free_bytes
-    from core.server.sizing import MemoryPlanInput, plan_num_blocks
+    from potluck.core.server.memory import probe_free_bytes
+    from potluck.core.server.sizing import MemoryPlanInput, plan_num_blocks
 
     dtype = parse_dtype(options.dtype, options.device)
     free_bytes = probe_free_bytes(options.device)
@@ -94,8 +94,8 @@ async def run_server(options: ServeOptions, on_ready: Callable[[BlockServer], No
 
 def dynamic_arguments(spec: ModelSpec, options: ServeOptions, dtype) -> dict:
     """What lets a server change its range: runtime resize, and rebalancing when it chose its range itself."""
-    from core.server.memory import probe_free_bytes
-    from core.server.resize import ResizePolicy
+    from potluck.core.server.memory import probe_free_bytes
+    from potluck.core.server.resize import ResizePolicy
 
     arguments: dict = dict(load_range=lambda start, end: load_blocks(spec, start, end, dtype, options.device))
     if options.resize:

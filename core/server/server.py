@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 import hivemind
 import torch
 
-from core import __version__, wire
-from core.model.families import BlockStack
-from core.model.loading import ModelSpec, dtype_name
-from core.server import handlers
-from core.server.sessions import CacheBudget, ServerSession, SessionError
-from core.swarm import dht as swarm_dht
-from core.swarm.records import ServerRecord, ServerState
-from core.swarm.streams import PING_PROTOCOL, PUSH_PROTOCOL, SESSION_PROTOCOL
+from potluck.core import __version__, wire
+from potluck.core.model.families import BlockStack
+from potluck.core.model.loading import ModelSpec, dtype_name
+from potluck.core.server import handlers
+from potluck.core.server.sessions import CacheBudget, ServerSession, SessionError
+from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm.records import ServerRecord, ServerState
+from potluck.core.swarm.streams import PING_PROTOCOL, PUSH_PROTOCOL, SESSION_PROTOCOL
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,12 @@ class BlockServer:
         await self.announce()
         self._announcer = asyncio.create_task(self._announce_forever())
         if memory_probe is not None and resize_policy is not None and load_range is not None:
-            from core.server.resize import MemoryWatcher
+            from potluck.core.server.resize import MemoryWatcher
 
             self.watcher = MemoryWatcher(self, memory_probe, resize_policy, load_range)
             self._background.append(asyncio.create_task(self.watcher.run()))
         if rebalance_period_seconds and load_range is not None:
-            from core.server.rebalance import rebalance_forever
+            from potluck.core.server.rebalance import rebalance_forever
 
             self._background.append(asyncio.create_task(rebalance_forever(self, rebalance_period_seconds, load_range)))
         return self

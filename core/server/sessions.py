@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core.model.families import BlockStack
+from potluck.core.model.families import BlockStack
 
 
 class SessionError(ValueError):

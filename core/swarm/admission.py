@@ -38,8 +38,8 @@ from hivemind.proto.auth_pb2 import AccessToken
 from hivemind.utils.auth import TokenAuthorizerBase
 from hivemind.utils.crypto import RSAPrivateKey, RSAPublicKey
 
-from core.swarm import membership as ms
-from core.swarm.membership import Membership
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm.membership import Membership
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class StoreMembership:
     def __call__(self) -> Membership | None:
         from pathlib import Path
 
-        from core.swarm.store import SwarmStore
+        from potluck.core.swarm.store import SwarmStore
 
         return SwarmStore(Path(self.store_path) if self.store_path else None).membership(self.swarm_id)
 

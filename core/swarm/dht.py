@@ -23,7 +23,7 @@ import hivemind
 from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.utils import get_dht_time
 
-from core.swarm.records import RecordError, ServerRecord
+from potluck.core.swarm.records import RecordError, ServerRecord
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def subkey_owner(subkey, signed: bool) -> str | None:
         return None
     if not signed:
         return subkey
-    from core.swarm.admission import owner_peer_id
+    from potluck.core.swarm.admission import owner_peer_id
 
     owner = owner_peer_id(subkey.encode())
     return owner if owner is not None and subkey.startswith(owner + "[owner:") else None

@@ -32,7 +32,7 @@ import unicodedata
 import zlib
 from dataclasses import dataclass
 
-from core.swarm.codec import b58decode, b58encode, read_varint, varint
+from potluck.core.swarm.codec import b58decode, b58encode, read_varint, varint
 
 FORMAT_VERSION = 1
 PREFIX = "potluck-"

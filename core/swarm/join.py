@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from core import wire
-from core.swarm import membership as ms
-from core.swarm import reachability
-from core.swarm.invite import Invite, format_utc, parse_multiaddr
-from core.swarm.secure import SwarmNode, store_lock
-from core.swarm.store import RedeemError
+from potluck.core import wire
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm import reachability
+from potluck.core.swarm.invite import Invite, format_utc, parse_multiaddr
+from potluck.core.swarm.secure import SwarmNode, store_lock
+from potluck.core.swarm.store import RedeemError
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ async def request_join(invite: Invite, identity_path: Path, host: str, name: str
     Raises JoinError with advice (unreachable, one-way reachability, used-up code, ...)."""
     from hivemind.p2p import P2P
 
-    from core.swarm.admission import tailnet_p2p_kwargs
-    from core.swarm.streams import PeerUnreachableError, close_writer, open_stream
+    from potluck.core.swarm.admission import tailnet_p2p_kwargs
+    from potluck.core.swarm.streams import PeerUnreachableError, close_writer, open_stream
 
     reached = await reachability.reachable(list(invite.bootstrap))
     if not reached:

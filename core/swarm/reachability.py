@@ -12,8 +12,8 @@ import asyncio
 import ipaddress
 from typing import Sequence
 
-from core.swarm import tailscale
-from core.swarm.invite import InviteError, parse_multiaddr
+from potluck.core.swarm import tailscale
+from potluck.core.swarm.invite import InviteError, parse_multiaddr
 
 PROBE_TIMEOUT_SECONDS = 3.0
 

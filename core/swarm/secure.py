@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from core import paths
-from core.swarm import membership as ms
-from core.swarm.codec import b58encode, read_varint, varint
-from core.swarm.store import StoreError, SwarmInfo, SwarmStore
+from potluck.core import paths
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm.codec import b58encode, read_varint, varint
+from potluck.core.swarm.store import StoreError, SwarmInfo, SwarmStore
 
 DEFAULT_REFRESH_SECONDS = 2.0  # how often a running node re-reads the member list from the store
 NODE_FILE_SUFFIX = ".node.json"
@@ -233,7 +233,7 @@ class SwarmNode:
         return self.store.membership(self.swarm_id)
 
     def authorizer(self):
-        from core.swarm.admission import StoreMembership, SwarmAuthorizer, load_identity
+        from potluck.core.swarm.admission import StoreMembership, SwarmAuthorizer, load_identity
 
         source = StoreMembership(self.swarm_id, str(self.store.path))
         return SwarmAuthorizer(self.swarm_id, self.secret, load_identity(str(self.identity_path)), source,
@@ -243,7 +243,7 @@ class SwarmNode:
         """hivemind.DHT keyword arguments of a member, on top of what DHTOptions sets (host, peers, identity)."""
         from hivemind.dht.crypto import RSASignatureValidator
 
-        from core.swarm.admission import tailnet_p2p_kwargs
+        from potluck.core.swarm.admission import tailnet_p2p_kwargs
 
         authorizer = authorizer or self.authorizer()
         p2p = {k: v for k, v in tailnet_p2p_kwargs("127.0.0.1").items() if k not in ("host_maddrs", "announce_maddrs")}
@@ -257,7 +257,7 @@ class SwarmNode:
 
     def dht_options(self, host: str, port: int = 0, *, initial_peers: tuple[str, ...] | None = None,
                     client_mode: bool = False, announce_host: str | None = None):
-        from core.swarm.dht import DHTOptions
+        from potluck.core.swarm.dht import DHTOptions
 
         peers = self.initial_peers() if initial_peers is None else tuple(initial_peers)
         return DHTOptions(initial_peers=peers, host=host, port=port, client_mode=client_mode,

@@ -19,11 +19,11 @@ import logging
 from collections import deque
 from typing import AsyncIterator, Sequence
 
-from core.swarm import admission
-from core.swarm import dht as swarm_dht
-from core.swarm import membership as ms
-from core.swarm.join import JOIN_PROTOCOL, JoinService
-from core.swarm.secure import MemberCheck, SwarmNode, remove_node_file, store_lock, write_node_file
+from potluck.core.swarm import admission
+from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm.join import JOIN_PROTOCOL, JoinService
+from potluck.core.swarm.secure import MemberCheck, SwarmNode, remove_node_file, store_lock, write_node_file
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from core import paths
-from core import secrets as swarm_secrets
-from core.swarm import membership as ms
-from core.swarm.invite import CREDENTIAL_BYTES, SWARM_ID_BYTES, Invite, format_utc
+from potluck.core import paths
+from potluck.core import secrets as swarm_secrets
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm.invite import CREDENTIAL_BYTES, SWARM_ID_BYTES, Invite, format_utc
 
 STORE_FORMAT = 1
 SECRET_BYTES = 32

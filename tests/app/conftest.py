@@ -13,7 +13,7 @@ FAKE_NODE = Path(__file__).resolve().parent / "fake_node.py"
 
 def pytest_configure(config) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt creates the QApplication
-    from app.qt_compat import protect_singletons
+    from potluck.app.qt_compat import protect_singletons
 
     protect_singletons()  # the app does the same first thing in run_gui (PySide6 6.12 on Python 3.11)
 
@@ -35,8 +35,8 @@ def fake_node_command() -> list[str]:
 @pytest.fixture
 def make_node(qtbot, fake_node_command):
     """make_node(env={...}, **NodeProcess kwargs) -> a NodeProcess on the fake node, stopped after the test."""
-    from app.node_command import NodeTimeouts, RestartPolicy
-    from app.node_process import NodeProcess
+    from potluck.app.node_command import NodeTimeouts, RestartPolicy
+    from potluck.app.node_process import NodeProcess
 
     made = []
 
@@ -62,8 +62,8 @@ def ui_settings(tmp_path):
 
 @pytest.fixture
 def icons():
-    from app.icons import IconSet
-    from app.paths import resources_dir
+    from potluck.app.icons import IconSet
+    from potluck.app.paths import resources_dir
 
     return IconSet(resources_dir() / "icons")
 
@@ -71,7 +71,7 @@ def icons():
 @pytest.fixture
 def serving_node(qtbot, make_node):
     """serving_node(env={...}) -> a NodeProcess on the fake node that has reached SERVING and sent its stats."""
-    from core.protocol import NodeState
+    from potluck.core.protocol import NodeState
 
     def make(env: dict[str, str] | None = None, **kwargs):
         node = make_node(env, **kwargs)

@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from core import protocol  # noqa: E402
-from core.protocol import NodeState  # noqa: E402
+from potluck.core import protocol  # noqa: E402
+from potluck.core.protocol import NodeState  # noqa: E402
 
 DEFAULT_STATS = {
     "start_block": 12, "end_block": 24, "total_blocks": 32, "tokens_served": 48_213, "sessions_served": 57,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core import protocol
+from potluck.core import protocol
 
 
 def read_records(path: Path) -> list[dict]:

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from PySide6.QtWidgets import QApplication
 
-from app.app_controller import AppContext, PotluckApp
-from app.autostart import Autostart
-from app.config_store import AppConfig, SwarmMode, load_config, save_config
-from app.node_command import NodeTimeouts, RestartPolicy
-from app.secrets_store import SecretKey, SecretStore
-from app.wizard import real_invite_decoder
-from core import protocol
-from core.protocol import NodeState
+from potluck.app.app_controller import AppContext, PotluckApp
+from potluck.app.autostart import Autostart
+from potluck.app.config_store import AppConfig, SwarmMode, load_config, save_config
+from potluck.app.node_command import NodeTimeouts, RestartPolicy
+from potluck.app.secrets_store import SecretKey, SecretStore
+from potluck.app.wizard import real_invite_decoder
+from potluck.core import protocol
+from potluck.core.protocol import NodeState
 from tests.app.node_records import launches, sent_commands
 from tests.app.test_config_and_secrets import MemoryKeyring
 from tests.app.test_wizard import HAVE_INVITE_MODULE, valid_invite_code
@@ -157,12 +157,12 @@ def test_without_a_tray_the_dashboard_is_the_main_window(qtbot, context, make_ap
 
 GUI_IMPORT_CHECK = """
 import json, pkgutil, importlib, sys
-import app
-for info in pkgutil.iter_modules(app.__path__):
-    importlib.import_module("app." + info.name)
-from app.entry import main
-from app.main import make_qapplication
-from app.app_controller import default_context
+import potluck.app
+for info in pkgutil.iter_modules(potluck.app.__path__):
+    importlib.import_module("potluck.app." + info.name)
+from potluck.app.entry import main
+from potluck.app.main import make_qapplication
+from potluck.app.app_controller import default_context
 qapp = make_qapplication([])
 context = default_context(tray_available=False)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "hivemind"))

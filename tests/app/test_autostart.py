@@ -6,15 +6,15 @@ import plistlib
 
 from PySide6.QtCore import QSettings
 
-from app.autostart import Autostart, gui_command, linux_desktop_entry, macos_launch_agent, windows_run_value
-from app.paths import linux_autostart_dir
+from potluck.app.autostart import Autostart, gui_command, linux_desktop_entry, macos_launch_agent, windows_run_value
+from potluck.app.paths import linux_autostart_dir
 
 COMMAND = ["/opt/Potluck/potluck"]
 
 
 def test_linux_entry_quotes_arguments_and_sets_the_folder():
-    text = linux_desktop_entry(["/usr/bin/python3", "-m", "app.entry", "my dir", "100%"], working_dir="/src/potluck")
-    assert 'Exec=/usr/bin/python3 -m app.entry "my dir" "100%%"' in text.splitlines()
+    text = linux_desktop_entry(["/usr/bin/python3", "-m", "potluck.app.entry", "my dir", "100%"], working_dir="/src/potluck")
+    assert 'Exec=/usr/bin/python3 -m potluck.app.entry "my dir" "100%%"' in text.splitlines()
     assert "Path=/src/potluck" in text.splitlines()
     assert text.startswith("[Desktop Entry]\nType=Application\n")
 
@@ -32,7 +32,7 @@ def test_windows_value_is_one_quoted_command_line():
 def test_gui_command():
     assert gui_command(frozen=True, executable="/opt/p") == (["/opt/p"], None)
     command, folder = gui_command(frozen=False, executable="/py")
-    assert command == ["/py", "-m", "app.entry"] and folder is not None
+    assert command == ["/py", "-m", "potluck.app.entry"] and folder is not None
 
 
 def test_linux_writes_and_removes_the_xdg_autostart_file(tmp_path, monkeypatch):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
-from app.chat import NOT_RUNNING_TEXT, ChatWindow
-from app.sampling_panel import SamplingPanel, SamplingSettings
-from core import protocol
+from potluck.app.chat import NOT_RUNNING_TEXT, ChatWindow
+from potluck.app.sampling_panel import SamplingPanel, SamplingSettings
+from potluck.core import protocol
 from tests.app.node_records import sent_commands
 
 WAIT_MS = 15_000
@@ -94,7 +94,7 @@ def test_sending_without_a_node_says_so_and_keeps_the_text(qtbot, make_node, ico
 
 
 def test_a_node_crash_mid_reply_fails_the_reply_and_keeps_the_message(qtbot, serving_node, icons, ui_settings):
-    from app.node_command import RestartPolicy
+    from potluck.app.node_command import RestartPolicy
 
     node = serving_node({"FAKE_NODE_REPLY": " ".join(["w"] * 500), "FAKE_NODE_TOKEN_DELAY_S": "0.05"},
                         restart_policy=RestartPolicy(max_restarts=0))

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from app.config_store import AppConfig, ConfigError, ConfigKey, SwarmMode, load_config, save_config
-from app.secrets_store import SecretKey, SecretStore
+from potluck.app.config_store import AppConfig, ConfigError, ConfigKey, SwarmMode, load_config, save_config
+from potluck.app.secrets_store import SecretKey, SecretStore
 
 
 def test_first_run_has_no_config(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from app.dashboard import Dashboard, gave_used_text
-from app.members_table import EMPTY_TEXT
-from core.protocol import NodeState, Stats
+from potluck.app.dashboard import Dashboard, gave_used_text
+from potluck.app.members_table import EMPTY_TEXT
+from potluck.core.protocol import NodeState, Stats
 from tests.app.node_records import launches, sent_commands
 
 WAIT_MS = 15_000
@@ -80,7 +80,7 @@ def test_pause_and_resume_from_the_dashboard(qtbot, serving_node, icons, ui_sett
 
 
 def test_a_failed_node_shows_its_reason_log_and_try_again(qtbot, make_node, icons, ui_settings, tmp_path):
-    from app.node_command import RestartPolicy
+    from potluck.app.node_command import RestartPolicy
 
     record = tmp_path / "record.jsonl"
     node = make_node({"FAKE_NODE_EXIT_AT_START": "2", "FAKE_NODE_RECORD": str(record)},

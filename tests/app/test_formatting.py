@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.coverage_strip import coverage_summary, gap_ranges
-from app.formatting import block_range, format_bytes, format_count, format_duration, friends_online, status_line
-from core.protocol import Member, NodeState, Stats
+from potluck.app.coverage_strip import coverage_summary, gap_ranges
+from potluck.app.formatting import block_range, format_bytes, format_count, format_duration, friends_online, status_line
+from potluck.core.protocol import Member, NodeState, Stats
 
 
 @pytest.mark.parametrize(("num_bytes", "text"), [

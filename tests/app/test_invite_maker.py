@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from app.app_controller import cli_invite_maker
+from potluck.app.app_controller import cli_invite_maker
 
 FAKE_CLI = """
 import sys

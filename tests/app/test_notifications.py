@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.node_command import RestartPolicy
-from app.notifications import FAILED_TITLE, Notifier
-from core.protocol import Alert, AlertLevel, NodeState
+from potluck.app.node_command import RestartPolicy
+from potluck.app.notifications import FAILED_TITLE, Notifier
+from potluck.core.protocol import Alert, AlertLevel, NodeState
 
 WAIT_MS = 15_000
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core import protocol as p
-from core.protocol import NodeState, ProtocolError
+from potluck.core import protocol as p
+from potluck.core.protocol import NodeState, ProtocolError
 
 MEMBER = p.Member(peer_id="QmAna", name="Ana's desktop", state="online", start_block=0, end_block=12, online=True)
 HOP = p.RouteHop(peer_id="QmAna", name="Ana's desktop", start_block=0, end_block=12)

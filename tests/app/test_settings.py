@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.autostart import Autostart
-from app.config_store import AppConfig, SwarmMode
-from app.settings import SettingsWindow
+from potluck.app.autostart import Autostart
+from potluck.app.config_store import AppConfig, SwarmMode
+from potluck.app.settings import SettingsWindow
 
 
 class SaveRecorder:

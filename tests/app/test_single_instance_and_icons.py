@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.icons import IconSet, IconState, icon_files, icon_state_for
-from app.paths import resources_dir
-from app.single_instance import SingleInstance, instance_key
-from core.protocol import NodeState
+from potluck.app.icons import IconSet, IconState, icon_files, icon_state_for
+from potluck.app.paths import resources_dir
+from potluck.app.single_instance import SingleInstance, instance_key
+from potluck.core.protocol import NodeState
 
 
 def test_a_second_instance_asks_the_first_to_show_itself(qtbot, tmp_path):

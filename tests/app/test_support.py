@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 
-from app.background import run_in_background
-from app.log_file import NodeLogFile
-from app.qt_compat import protect_singletons, pyside_drops_none_refs
+from potluck.app.background import run_in_background
+from potluck.app.log_file import NodeLogFile
+from potluck.app.qt_compat import protect_singletons, pyside_drops_none_refs
 
 
 def test_background_jobs_run_off_the_gui_thread_and_report_on_it(qtbot):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import QPoint
 from PySide6.QtWidgets import QApplication
 
-from app.tray import Tray
-from core.protocol import NodeState
+from potluck.app.tray import Tray
+from potluck.core.protocol import NodeState
 
 WAIT_MS = 15_000
 
@@ -70,7 +70,7 @@ def test_icon_follows_the_state(qtbot, serving_node, icons):
 
 
 def test_a_failed_node_offers_try_again(qtbot, make_node, icons):
-    from app.node_command import RestartPolicy
+    from potluck.app.node_command import RestartPolicy
 
     node = make_node({"FAKE_NODE_EXIT_AT_START": "1"}, restart_policy=RestartPolicy(max_restarts=0))
     tray, _ = make_tray(qtbot, node, icons)

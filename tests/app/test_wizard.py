@@ -10,18 +10,18 @@ import time
 import pytest
 from PySide6.QtWidgets import QWizard
 
-from app.config_store import SwarmMode
-from app.wizard import (
+from potluck.app.config_store import SwarmMode
+from potluck.app.wizard import (
     INVITE_MODULE_MISSING, PAGE_CREATE, PAGE_JOIN, PAGE_READY, FirstRunWizard, model_problem, real_invite_decoder,
 )
-from core.protocol import NodeState
+from potluck.core.protocol import NodeState
 
-HAVE_INVITE_MODULE = importlib.util.find_spec("core.swarm.invite") is not None
+HAVE_INVITE_MODULE = importlib.util.find_spec("potluck.core.swarm.invite") is not None
 WAIT_MS = 15_000
 
 
 def valid_invite_code(swarm_name: str = "Friday night", model_id: str = "org/tiny-llama") -> str:
-    from core.swarm import codec, invite
+    from potluck.core.swarm import codec, invite
 
     peer = codec.b58encode(b"\x12\x20" + hashlib.sha256(b"wizard test peer").digest())
     return invite.encode_invite(invite.Invite(

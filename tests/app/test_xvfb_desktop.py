@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config_store import AppConfig, SwarmMode, save_config
+from potluck.app.config_store import AppConfig, SwarmMode, save_config
 from tests.app.node_records import launches
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,12 +141,12 @@ def _visible_window(display: str, title: str) -> bool:
 def test_the_real_program_is_single_instance_and_stops_its_node_on_sigterm(x_display, tmp_path):
     env = app_environment(tmp_path, x_display)
     record = tmp_path / "record.jsonl"
-    first = subprocess.Popen([sys.executable, "-m", "app.entry"], cwd=REPO, env=env,
+    first = subprocess.Popen([sys.executable, "-m", "potluck.app.entry"], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for("the node to start", lambda: launches(record) and "start" in record.read_text())
         assert not _visible_window(x_display, "Potluck — Dashboard")  # tray-first: no window on start
-        second = subprocess.run([sys.executable, "-m", "app.entry"], cwd=REPO, env=env, capture_output=True,
+        second = subprocess.run([sys.executable, "-m", "potluck.app.entry"], cwd=REPO, env=env, capture_output=True,
                                 text=True, timeout=60)
         assert second.returncode == 0, second.stderr
         _wait_for("the first instance to show its dashboard", lambda: _visible_window(x_display, "Potluck — Dashboard"))

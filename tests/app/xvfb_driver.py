@@ -20,12 +20,12 @@ from PySide6.QtCore import QEventLoop, QPoint  # noqa: E402
 from PySide6.QtGui import QColor  # noqa: E402
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget  # noqa: E402
 
-from app.app_controller import PotluckApp, default_context  # noqa: E402
-from app.main import make_qapplication  # noqa: E402
-from app.qt_compat import protect_singletons  # noqa: E402
-from app.theme import BACKGROUND, apply_theme  # noqa: E402
-from app.wizard import FirstRunWizard, real_invite_decoder  # noqa: E402
-from core.protocol import NodeState  # noqa: E402
+from potluck.app.app_controller import PotluckApp, default_context  # noqa: E402
+from potluck.app.main import make_qapplication  # noqa: E402
+from potluck.app.qt_compat import protect_singletons  # noqa: E402
+from potluck.app.theme import BACKGROUND, apply_theme  # noqa: E402
+from potluck.app.wizard import FirstRunWizard, real_invite_decoder  # noqa: E402
+from potluck.core.protocol import NodeState  # noqa: E402
 
 WAIT_SECONDS = 20.0
 
@@ -71,7 +71,7 @@ def valid_invite_code() -> str:
     """A well-formed code as a friend would paste it (made with the real invite module)."""
     import hashlib
 
-    from core.swarm import codec, invite
+    from potluck.core.swarm import codec, invite
 
     peer = codec.b58encode(b"\x12\x20" + hashlib.sha256(b"screenshot peer").digest())
     return invite.encode_invite(invite.Invite(

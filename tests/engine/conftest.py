@@ -1,6 +1,6 @@
 import pytest
 
-from core.model.tiny import make_tiny_model
+from potluck.core.model.tiny import make_tiny_model
 
 ARCHS = ("llama", "mistral", "qwen2", "bloom")
 LAYERS = 6

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from core.client.model import LoopThread
-from core.model.loading import load_blocks, open_model
-from core.server.server import BlockServer, ServerConfig
-from core.swarm.dht import DHTOptions, start_dht, visible_maddrs
+from potluck.core.client.model import LoopThread
+from potluck.core.model.loading import load_blocks, open_model
+from potluck.core.server.server import BlockServer, ServerConfig
+from potluck.core.swarm.dht import DHTOptions, start_dht, visible_maddrs
 
 
 class InProcessSwarm:

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from core.localswarm import LocalSwarm, child_environment
+from potluck.core.localswarm import LocalSwarm, child_environment
 
 from .test_exactness import reference
 
-POTLUCK = [sys.executable, "-m", "app.entry"]
+POTLUCK = [sys.executable, "-m", "potluck.app.entry"]
 
 
 def potluck(*args, timeout=180):

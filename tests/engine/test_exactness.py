@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
-from core.client.inference import InferenceSession
-from core.client.model import DistributedModelForCausalLM
-from core.localswarm import split_blocks
+from potluck.core.client.inference import InferenceSession
+from potluck.core.client.model import DistributedModelForCausalLM
+from potluck.core.localswarm import split_blocks
 
 from .conftest import ARCHS, LAYERS
 from .swarm_helpers import InProcessSwarm

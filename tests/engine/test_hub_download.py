@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.model.checkpoint import CheckpointError
-from core.model.loading import load_blocks, load_client_parts, open_model
+from potluck.core.model.checkpoint import CheckpointError
+from potluck.core.model.loading import load_blocks, load_client_parts, open_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "friends/tiny-llama"

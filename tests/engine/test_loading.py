@@ -6,10 +6,10 @@ import shutil
 import pytest
 import torch
 
-from core.model.checkpoint import CheckpointError, open_checkpoint
-from core.model.families import UnsupportedModelError
-from core.model.loading import DtypeError, load_blocks, load_client_parts, open_model, parse_dtype
-from core.model.tiny import make_tiny_model
+from potluck.core.model.checkpoint import CheckpointError, open_checkpoint
+from potluck.core.model.families import UnsupportedModelError
+from potluck.core.model.loading import DtypeError, load_blocks, load_client_parts, open_model, parse_dtype
+from potluck.core.model.tiny import make_tiny_model
 
 
 def needed_files(spec, start, end):

@@ -7,10 +7,10 @@ import struct
 import pytest
 import torch
 
-from core import wire
-from core.client.model import DistributedModelForCausalLM
-from core.swarm.dht import DHTOptions, start_dht
-from core.swarm.streams import PUSH_PROTOCOL, SESSION_PROTOCOL, open_stream
+from potluck.core import wire
+from potluck.core.client.model import DistributedModelForCausalLM
+from potluck.core.swarm.dht import DHTOptions, start_dht
+from potluck.core.swarm.streams import PUSH_PROTOCOL, SESSION_PROTOCOL, open_stream
 
 from .swarm_helpers import InProcessSwarm
 from .test_exactness import PROMPT, reference

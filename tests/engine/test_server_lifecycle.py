@@ -4,13 +4,13 @@ import asyncio
 
 import pytest
 
-from core import wire
-from core.client.inference import SwarmError
-from core.client.model import DistributedModelForCausalLM
-from core.server.server import ServerConfig
-from core.swarm import dht as swarm_dht
-from core.swarm.records import ServerState
-from core.swarm.streams import SESSION_PROTOCOL, open_stream
+from potluck.core import wire
+from potluck.core.client.inference import SwarmError
+from potluck.core.client.model import DistributedModelForCausalLM
+from potluck.core.server.server import ServerConfig
+from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm.records import ServerState
+from potluck.core.swarm.streams import SESSION_PROTOCOL, open_stream
 
 from .swarm_helpers import InProcessSwarm
 from .test_rpc_validation import open_frame

@@ -1,6 +1,6 @@
 import pytest
 
-from core.client.backoff import BanList
+from potluck.core.client.backoff import BanList
 
 
 class FakeClock:

@@ -1,7 +1,7 @@
 import pytest
 
-from core.server.block_selection import choose_blocks, coverage, should_move, throughput_per_block
-from core.swarm.records import ServerRecord, ServerState
+from potluck.core.server.block_selection import choose_blocks, coverage, should_move, throughput_per_block
+from potluck.core.swarm.records import ServerRecord, ServerState
 
 ONLINE, JOINING, DRAINING, OFFLINE = ServerState.ONLINE, ServerState.JOINING, ServerState.DRAINING, ServerState.OFFLINE
 

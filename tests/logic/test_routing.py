@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from core.client.routing import (
+from potluck.core.client.routing import (
     UNMEASURED_MS_PER_BLOCK,
     NoRouteError,
     RouteSpan,
@@ -11,7 +11,7 @@ from core.client.routing import (
     replacement_route,
     route_time_ms,
 )
-from core.swarm.records import ServerRecord, ServerState
+from potluck.core.swarm.records import ServerRecord, ServerState
 
 ONLINE, JOINING, DRAINING, OFFLINE = ServerState.ONLINE, ServerState.JOINING, ServerState.DRAINING, ServerState.OFFLINE
 

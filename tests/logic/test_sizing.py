@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from core.server.sizing import (
+from potluck.core.server.sizing import (
     GIB,
     KIB,
     MIB,

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
-    from core.model.tiny import make_tiny_model
+    from potluck.core.model.tiny import make_tiny_model
 
     folder = tmp_path_factory.mktemp("node-model") / "tiny-llama"
     return str(make_tiny_model("llama", folder, layers=4, hidden=64, seed=3))

@@ -1,4 +1,4 @@
-"""Driving the real node process (`python -m app.entry node`) over its stdin/stdout, as the GUI does."""
+"""Driving the real node process (`python -m potluck.app.entry node`) over its stdin/stdout, as the GUI does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core import protocol
+from potluck.core import protocol
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ class NodeUnderTest:
         self.garbage: list[str] = []
         self.stderr: list[str] = []
         self._queue: queue.Queue = queue.Queue()
-        command = [sys.executable, "-m", "app.entry", *(["-v"] if verbose else []), "node"]
+        command = [sys.executable, "-m", "potluck.app.entry", *(["-v"] if verbose else []), "node"]
         self.process = subprocess.Popen(command, cwd=REPO, env=env or node_environment(home), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         threading.Thread(target=self._read_stdout, daemon=True).start()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.node.config import NodeConfig, apply_values, network_key, restart_needed
-from core.node.plan import BlockPlan, NodeSetupError, apply_memory_cap, plan_from_sizing, range_words
-from core.node.serving import model_problem
+from potluck.core.node.config import NodeConfig, apply_values, network_key, restart_needed
+from potluck.core.node.plan import BlockPlan, NodeSetupError, apply_memory_cap, plan_from_sizing, range_words
+from potluck.core.node.serving import model_problem
 
 GUI_VALUES = {"mode": "create", "model": "org/tiny", "swarm_name": "Friday night", "pc_name": "Sam's desktop",
               "memory_cap_bytes": 8 * 2**30, "log_dir": "/tmp/logs"}

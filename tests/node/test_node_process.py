@@ -1,4 +1,4 @@
-"""The real node process (`python -m app.entry node`) driven over stdin/stdout as the app drives it."""
+"""The real node process (`python -m potluck.app.entry node`) driven over stdin/stdout as the app drives it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core import protocol
-from core.protocol import NodeState
+from potluck.core import protocol
+from potluck.core.protocol import NodeState
 from tests.node.node_driver import NodeUnderTest, node_environment
 
 PC_NAME = "Sam's desktop"

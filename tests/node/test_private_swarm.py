@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from core import protocol
-from core.protocol import NodeState
-from core.swarm.store import SwarmStore
+from potluck.core import protocol
+from potluck.core.protocol import NodeState
+from potluck.core.swarm.store import SwarmStore
 from tests.node.node_driver import REPO, NodeUnderTest, node_environment
 from tests.node.test_node_process import gui_values, reply
 
@@ -39,7 +39,7 @@ def test_create_invite_join_chat_and_come_back(tiny_model, tmp_path):
         ana.state(NodeState.SERVING, timeout=180)
         (swarm,) = SwarmStore(ana_home / "config" / "swarms.json").list_swarms()
         assert (swarm.name, swarm.model_id, swarm.created_here) == ("Friday night", tiny_model, True)
-        made = subprocess.run([sys.executable, "-m", "app.entry", "invite", "create", "--swarm", "Friday night"],
+        made = subprocess.run([sys.executable, "-m", "potluck.app.entry", "invite", "create", "--swarm", "Friday night"],
                               cwd=REPO, env=node_environment(ana_home), capture_output=True, text=True, timeout=120, check=False)
         assert made.returncode == 0, made.stderr
         code = made.stdout.split()[-1]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from core import protocol
-from core.node import stats
-from core.node.stats import Contribution, Me
-from core.protocol import AlertLevel, NodeState
-from core.swarm.records import ServerRecord, ServerState
+from potluck.core import protocol
+from potluck.core.node import stats
+from potluck.core.node.stats import Contribution, Me
+from potluck.core.protocol import AlertLevel, NodeState
+from potluck.core.swarm.records import ServerRecord, ServerState
 
 ME = "12D3KooWme"
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import threading
 
-from core import protocol
-from core.node.stdio import TOO_LONG, ParentWatch, ProtocolWriter, StdinReader
+from potluck.core import protocol
+from potluck.core.node.stdio import TOO_LONG, ParentWatch, ProtocolWriter, StdinReader
 
 
 def read_all(chunks: list[bytes]) -> list:

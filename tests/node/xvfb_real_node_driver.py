@@ -2,7 +2,7 @@
 test_desktop_real_node.py).
 
 Builds the app as run_gui does (theme, default context, PotluckApp) on $DISPLAY; the node command is the real one
-(`python -m app.entry node`: no POTLUCK_NODE_COMMAND). Waits for the tray icon and for the node to serve, pauses
+(`python -m potluck.app.entry node`: no POTLUCK_NODE_COMMAND). Waits for the tray icon and for the node to serve, pauses
 and resumes through the tray menu's actions, chats, takes screenshots of the chat and the dashboard into argv[1],
 quits, and prints one JSON object with what it saw. Helpers come from tests/app/xvfb_driver.py.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.app_controller import PotluckApp  # noqa: E402
-from core.protocol import NodeState  # noqa: E402
+from potluck.app.app_controller import PotluckApp  # noqa: E402
+from potluck.core.protocol import NodeState  # noqa: E402
 from tests.app.xvfb_driver import (distinct_colors, launch_app, menu_names, open_menu_at_icon, pump,  # noqa: E402
                                    wait_until)
 

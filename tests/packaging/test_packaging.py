@@ -139,9 +139,9 @@ def spec_function(name: str):
 
 
 def test_spec_reads_the_version_from_core_and_nowhere_else():
-    import core
+    import potluck.core
 
-    assert spec_function("read_version")(ROOT / "core" / "__init__.py") == core.__version__
+    assert spec_function("read_version")(ROOT / "core" / "__init__.py") == potluck.core.__version__
     assert not re.search(r"""['"]\d+\.\d+\.\d+['"]""", SPEC_TEXT), "a hard-coded version in the spec"
     assert "import core" not in SPEC_TEXT and "from core" not in SPEC_TEXT
 

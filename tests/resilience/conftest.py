@@ -1,6 +1,6 @@
 import pytest
 
-from core.model.tiny import make_tiny_model
+from potluck.core.model.tiny import make_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from core.client.model import DistributedModelForCausalLM
-from core.localswarm import LocalSwarm
+from potluck.core.client.model import DistributedModelForCausalLM
+from potluck.core.localswarm import LocalSwarm
 
 from tests.engine.test_exactness import reference
 

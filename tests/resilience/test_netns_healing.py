@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from core.localswarm import LocalSwarm, child_environment
+from potluck.core.localswarm import LocalSwarm, child_environment
 
 from tests.engine.test_exactness import reference
 
@@ -50,7 +50,7 @@ def tailnet():
 
 
 def potluck_in(ns, *args, timeout=120):
-    return subprocess.run([*ns, sys.executable, "-m", "app.entry", *args], capture_output=True, text=True,
+    return subprocess.run([*ns, sys.executable, "-m", "potluck.app.entry", *args], capture_output=True, text=True,
                           timeout=timeout, env=child_environment())
 
 

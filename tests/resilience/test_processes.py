@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core.localswarm import LocalSwarm
+from potluck.core.localswarm import LocalSwarm
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,11 @@ import time
 
 import pytest
 
-from core.client.model import DistributedModelForCausalLM
-from core.model.loading import load_blocks
-from core.server.runner import ServeOptions, choose_range
-from core.server.server import BlockServer
-from core.swarm.dht import DHTOptions, start_dht
+from potluck.core.client.model import DistributedModelForCausalLM
+from potluck.core.model.loading import load_blocks
+from potluck.core.server.runner import ServeOptions, choose_range
+from potluck.core.server.server import BlockServer
+from potluck.core.swarm.dht import DHTOptions, start_dht
 
 from tests.engine.swarm_helpers import InProcessSwarm
 from tests.engine.test_exactness import reference

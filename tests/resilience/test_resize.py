@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from core.client.model import DistributedModelForCausalLM
-from core.model.loading import load_blocks
-from core.server.resize import ResizePolicy
-from core.swarm import dht as swarm_dht
+from potluck.core.client.model import DistributedModelForCausalLM
+from potluck.core.model.loading import load_blocks
+from potluck.core.server.resize import ResizePolicy
+from potluck.core.swarm import dht as swarm_dht
 
 from tests.engine.swarm_helpers import InProcessSwarm
 from tests.engine.test_exactness import reference
@@ -84,8 +84,8 @@ def test_pressure_that_passes_quickly_does_not_flap(resilience_model):
 
 
 async def _create(swarm, start, end, probe, policy):
-    from core.server.server import BlockServer
-    from core.swarm.dht import DHTOptions, start_dht
+    from potluck.core.server.server import BlockServer
+    from potluck.core.swarm.dht import DHTOptions, start_dht
 
     dht = start_dht(DHTOptions(initial_peers=tuple(swarm.initial_peers)))
     swarm.dhts.append(dht)

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 import hivemind
 
-from core import wire
-from core.swarm import admission as ad
-from core.swarm import dht as swarm_dht
-from core.swarm import membership as ms
-from core.swarm.records import ServerRecord
-from core.swarm.streams import PUSH_PROTOCOL, SESSION_PROTOCOL, close_writer, open_stream
+from potluck.core import wire
+from potluck.core.swarm import admission as ad
+from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm.records import ServerRecord
+from potluck.core.swarm.streams import PUSH_PROTOCOL, SESSION_PROTOCOL, close_writer, open_stream
 
 KINDS = ("join", "announce", "session", "push")
 
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for mode in args.mode:
             if mode == "member":
-                from core.swarm.secure import open_swarm
+                from potluck.core.swarm.secure import open_swarm
 
                 node = open_swarm(args.swarm_id)
                 dht = swarm_dht.start_dht(node.dht_options(args.host, 0, initial_peers=tuple(args.peers)))
@@ -223,8 +223,8 @@ def _wait_refused(call, targets, uid: str, limit_seconds: float) -> float | None
 
 def _try_join(code: str, host: str) -> dict:
     """Try to join with `code` as a fresh identity, skipping the joiner's own expiry check (the inviter decides)."""
-    from core.swarm.invite import decode_invite
-    from core.swarm.join import JoinError, request_join
+    from potluck.core.swarm.invite import decode_invite
+    from potluck.core.swarm.join import JoinError, request_join
 
     with tempfile.TemporaryDirectory() as folder:
         from hivemind.p2p import P2P

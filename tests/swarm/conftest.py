@@ -80,7 +80,7 @@ def ids(tmp_path_factory) -> dict[str, Identity]:
     """Four peer identities: ana, bruno, carla, mallory."""
     from hivemind.p2p import P2P
 
-    from core.swarm import admission
+    from potluck.core.swarm import admission
 
     folder = tmp_path_factory.mktemp("identities")
     out = {}
@@ -99,7 +99,7 @@ def data_text(name: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A small sharded random-weight llama (4 blocks, hidden 64) with a tokenizer, shared by the swarm tests."""
-    from core.model.tiny import make_tiny_model
+    from potluck.core.model.tiny import make_tiny_model
 
     return make_tiny_model("llama", tmp_path_factory.mktemp("tiny") / "llama", layers=4, hidden=64, seed=3,
                            shard_size="40KB")

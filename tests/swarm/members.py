@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from core.model.loading import load_blocks
-from core.server.server import BlockServer, ServerConfig
-from core.swarm import secure
-from core.swarm.dht import start_dht, visible_maddrs
-from core.swarm.join import request_join
-from core.swarm.services import member_services
-from core.swarm.store import SwarmStore
+from potluck.core.model.loading import load_blocks
+from potluck.core.server.server import BlockServer, ServerConfig
+from potluck.core.swarm import secure
+from potluck.core.swarm.dht import start_dht, visible_maddrs
+from potluck.core.swarm.join import request_join
+from potluck.core.swarm.services import member_services
+from potluck.core.swarm.store import SwarmStore
 
 PERIOD = 0.5  # seconds: member-list sync period in these tests (a real node uses 10)
 REFRESH = 0.25  # seconds: how often the member list is re-read from the store

@@ -15,8 +15,8 @@ from hivemind.p2p import P2P, PeerID
 from hivemind.proto import crypto_pb2
 from hivemind.proto.auth_pb2 import AccessToken
 
-from core.swarm import admission as ad
-from core.swarm import membership as ms
+from potluck.core.swarm import admission as ad
+from potluck.core.swarm import membership as ms
 
 SWARM = "5c0ffee15a1ad000"
 SECRET = b"k" * 32

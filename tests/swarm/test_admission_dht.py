@@ -21,9 +21,9 @@ from hivemind.p2p import PeerID
 from hivemind.utils.serializer import MSGPackSerializer
 from hivemind.utils.timed_storage import get_dht_time
 
-from core.swarm import admission as ad
-from core.swarm import membership as ms
-from core.swarm.store import SwarmStore
+from potluck.core.swarm import admission as ad
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm.store import SwarmStore
 
 from .test_admission import SECRET, SWARM
 
@@ -177,7 +177,7 @@ import multiprocessing, os, sys, time
 from hivemind import DHT
 from hivemind.p2p import P2P
 from hivemind.utils.timed_storage import get_dht_time
-from core.swarm import admission as ad, membership as ms
+from potluck.core.swarm import admission as ad, membership as ms
 
 if __name__ == "__main__":
     multiprocessing.set_start_method("spawn", force=True)  # as on macOS and Windows: DHT arguments are pickled

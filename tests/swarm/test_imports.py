@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LIGHT = ["core.swarm.invite", "core.swarm.tailscale", "core.swarm.store", "core.swarm.membership", "core.secrets",
-         "core.paths"]
+LIGHT = ["potluck.core.swarm.invite", "potluck.core.swarm.tailscale", "potluck.core.swarm.store", "potluck.core.swarm.membership", "potluck.core.secrets",
+         "potluck.core.paths"]
 HEAVY = ["hivemind", "torch", "transformers", "keyring", "platformdirs"]
 
 

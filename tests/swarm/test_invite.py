@@ -10,9 +10,9 @@ import zlib
 
 import pytest
 
-from core.swarm import codec
-from core.swarm import invite as inv
-from core.swarm.invite import Invite, InviteError, decode_invite, describe_invite, encode_invite
+from potluck.core.swarm import codec
+from potluck.core.swarm import invite as inv
+from potluck.core.swarm.invite import Invite, InviteError, decode_invite, describe_invite, encode_invite
 
 NOW = 1_790_000_000  # 2026-09-21
 RSA_PEER = codec.b58encode(b"\x12\x20" + hashlib.sha256(b"rsa peer").digest())  # Qm... like hivemind's

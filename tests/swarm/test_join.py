@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from core.swarm import membership as ms
-from core.swarm import reachability, tailscale
-from core.swarm.invite import decode_invite, encode_invite
-from core.swarm.join import JoinError, JoinRequest, JoinService, Welcome
-from core.swarm.secure import MemberCheck, SwarmNode, store_lock
-from core.swarm.services import merge_offers
-from core.swarm.store import SwarmStore
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm import reachability, tailscale
+from potluck.core.swarm.invite import decode_invite, encode_invite
+from potluck.core.swarm.join import JoinError, JoinRequest, JoinService, Welcome
+from potluck.core.swarm.secure import MemberCheck, SwarmNode, store_lock
+from potluck.core.swarm.services import merge_offers
+from potluck.core.swarm.store import SwarmStore
 
 REACH_BACK = ("/ip4/127.0.0.1/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",)
 
@@ -164,7 +164,7 @@ class _Info:
 
 def answer(service, peer_id, raw: bytes, *, busy=False) -> dict:
     """What the join handler answers to the bytes `raw` (a stream the joiner then closes)."""
-    from core import wire
+    from potluck.core import wire
 
     async def go():
         reader = asyncio.StreamReader()
@@ -180,7 +180,7 @@ def answer(service, peer_id, raw: bytes, *, busy=False) -> dict:
 
 
 def test_the_handler_answers_every_stream_in_json(ids, inviter):
-    from core import wire
+    from potluck.core import wire
 
     store, node, service, _ = inviter
     invite = store.create_invite(node.swarm_id, ("/ip4/127.0.0.1/tcp/4000/p2p/" + ids["ana"].peer_id,))
@@ -231,7 +231,7 @@ def test_member_check_follows_the_store(ids, potluck_home, no_keyring):
 
 
 def test_owner_subkeys(ids):
-    from core.swarm.dht import subkey_owner
+    from potluck.core.swarm.dht import subkey_owner
 
     marker = "[owner:" + ids["ana"].key.get_public_key().to_bytes().decode() + "]"
     assert subkey_owner(ids["ana"].peer_id + marker, signed=True) == ids["ana"].peer_id
@@ -265,7 +265,7 @@ def _no_tailscale(argv, timeout):
 
 
 def test_join_help_says_stdin_is_safer(capsys):
-    from core.cli import build_parser
+    from potluck.core.cli import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["join", "--help"])
@@ -273,7 +273,7 @@ def test_join_help_says_stdin_is_safer(capsys):
 
 
 # ---- the real thing: potluck processes on loopback ------------------------------------------------------------------------
-POTLUCK = [sys.executable, "-m", "app.entry"]
+POTLUCK = [sys.executable, "-m", "potluck.app.entry"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -388,7 +388,7 @@ def test_invite_show_join_round_trip_with_potluck_processes(tmp_path, tiny_model
 def test_identities_are_what_hivemind_and_p2pd_expect(tmp_path):
     from hivemind.p2p import P2P, PeerID
 
-    from core.swarm import admission, secure
+    from potluck.core.swarm import admission, secure
 
     ours = tmp_path / "ours.key"
     peer_id = secure.create_identity(ours)

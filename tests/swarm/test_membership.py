@@ -7,9 +7,9 @@ import hashlib
 
 import pytest
 
-from core.swarm import membership as ms
-from core.swarm.codec import b58encode as _b58encode
-from core.swarm.membership import Member, Membership, MembershipError
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm.codec import b58encode as _b58encode
+from potluck.core.swarm.membership import Member, Membership, MembershipError
 
 SWARM = "5c0ffee15a1ad000"
 SECRET = b"s" * 32

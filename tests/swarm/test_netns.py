@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.swarm import dht as swarm_dht
-from core.swarm.invite import Invite, encode_invite
-from core.swarm.secure import open_swarm, store_lock
-from core.swarm.services import member_services
-from core.swarm.store import SwarmStore
+from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm.invite import Invite, encode_invite
+from potluck.core.swarm.secure import open_swarm, store_lock
+from potluck.core.swarm.services import member_services
+from potluck.core.swarm.store import SwarmStore
 
 from ..engine.test_exactness import reference
 from .test_join import POTLUCK, ROOT, Node, env_for, potluck
@@ -97,8 +97,8 @@ def attack_script(net: Tailnet, home, *args: str) -> dict:
 
 def test_members_generate_while_outsiders_get_nothing_across_hosts(tailnet, tiny_model, tmp_path, monkeypatch,
                                                                  no_keyring):
-    from core.client.model import DistributedModelForCausalLM, LoopThread
-    from core.model.loading import open_model
+    from potluck.core.client.model import DistributedModelForCausalLM, LoopThread
+    from potluck.core.model.loading import open_model
 
     net = tailnet
     model_dir = tiny_model

@@ -18,11 +18,11 @@ import keyring
 import pytest
 from hivemind.p2p import P2P
 
-from core.client.model import DistributedModelForCausalLM, LoopThread
-from core.model.loading import open_model
-from core.swarm import admission as ad
-from core.swarm import dht as swarm_dht
-from core.swarm.join import JoinError, request_join
+from potluck.core.client.model import DistributedModelForCausalLM, LoopThread
+from potluck.core.model.loading import open_model
+from potluck.core.swarm import admission as ad
+from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm.join import JoinError, request_join
 
 from ..engine.test_exactness import reference
 from .attacks import Tally, attack, outsider_dht, try_push, try_session
@@ -189,7 +189,7 @@ def test_two_swarms_side_by_side_stay_apart(world, tmp_path):
 
 
 def test_revoked_member_is_shut_out_within_a_minute(world, capsys):
-    from core import commands_swarm
+    from potluck.core import commands_swarm
 
     dave, bruno = world.dave, world.bruno
     session = lambda who, target: world.call(who.dht)(  # noqa: E731

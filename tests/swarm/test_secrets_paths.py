@@ -12,9 +12,9 @@ import keyring
 import pytest
 from keyring.backends import chainer, null
 
-from core import paths
-from core import secrets as sec
-from core.secrets import SecretLocation, SecretNotFound, SecretStoreError
+from potluck.core import paths
+from potluck.core import secrets as sec
+from potluck.core.secrets import SecretLocation, SecretNotFound, SecretStoreError
 
 from .conftest import FileKeyring
 

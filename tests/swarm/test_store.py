@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from core.secrets import SecretNotFound
-from core.swarm import membership as ms
-from core.swarm.codec import b58encode as _b58encode
-from core.swarm.invite import decode_invite, encode_invite
-from core.swarm.store import RedeemError, StoreError, SwarmNotFound, SwarmStore, parse_duration
+from potluck.core.secrets import SecretNotFound
+from potluck.core.swarm import membership as ms
+from potluck.core.swarm.codec import b58encode as _b58encode
+from potluck.core.swarm.invite import decode_invite, encode_invite
+from potluck.core.swarm.store import RedeemError, StoreError, SwarmNotFound, SwarmStore, parse_duration
 
 NOW = 1_790_000_000.0
 ANA = _b58encode(b"\x12\x20" + hashlib.sha256(b"ana").digest())
@@ -168,7 +168,7 @@ def test_joined_swarm_is_remembered_with_its_secret(store):
 
 
 def _foreign_invite():
-    from core.swarm.invite import Invite
+    from potluck.core.swarm.invite import Invite
     return Invite("Their swarm", "00112233aabbccdd", "org/model", "main", BOOT, b"c" * 16, int(NOW) + 60, 1)
 
 

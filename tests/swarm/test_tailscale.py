@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from core.swarm import tailscale as ts
-from core.swarm.tailscale import BackendState, CommandResult, Problem, Sharing, TailnetError
+from potluck.core.swarm import tailscale as ts
+from potluck.core.swarm.tailscale import BackendState, CommandResult, Problem, Sharing, TailnetError
 
 from .conftest import data_text
 

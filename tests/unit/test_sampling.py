@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.client.sampling import (SamplingParams, TokenChooser, apply_repetition_penalty, filter_top_k,
+from potluck.core.client.sampling import (SamplingParams, TokenChooser, apply_repetition_penalty, filter_top_k,
                                   filter_top_p)
 
 

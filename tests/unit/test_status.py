@@ -1,5 +1,5 @@
-from core.swarm.records import ServerRecord, ServerState
-from core.swarm.status import coverage_counts, group_blocks, replica_warnings, status_json, status_text
+from potluck.core.swarm.records import ServerRecord, ServerState
+from potluck.core.swarm.status import coverage_counts, group_blocks, replica_warnings, status_json, status_text
 
 
 def rec(peer, start, end, state=ServerState.ONLINE):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from core import wire
+from potluck.core import wire
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

@@ -1,0 +1,7 @@
+"""`python -m potluck.core …`: the headless command line, as engine child processes (servers, the node) run it."""
+
+import sys
+
+from potluck.core.cli import main
+
+sys.exit(main())
