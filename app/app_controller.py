@@ -13,9 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QSettings
-from PySide6.QtWidgets import QApplication, QWidget
-
 from potluck.app.autostart import Autostart, gui_command
 from potluck.app.chat import ChatWindow
 from potluck.app.config_store import AppConfig, ConfigError, load_config, save_config
@@ -25,12 +22,14 @@ from potluck.app.log_file import NodeLogFile
 from potluck.app.node_command import NodeTimeouts, RestartPolicy, node_command, node_environment, program_command
 from potluck.app.node_process import NodeProcess
 from potluck.app.notifications import Notifier
-from potluck.app.paths import config_dir, config_file, default_log_dir, resources_dir
+from potluck.app.paths import config_file, default_log_dir, resources_dir
 from potluck.app.secrets_store import SecretKey, SecretStore
 from potluck.app.settings import SettingsWindow
 from potluck.app.tray import Tray
 from potluck.app.wizard import FirstRunWizard, InviteDecoder, real_invite_decoder
 from potluck.core.protocol import AlertLevel
+from PySide6.QtCore import QObject, QSettings
+from PySide6.QtWidgets import QApplication, QWidget
 
 INVITE_TIMEOUT_SECONDS = 120
 
@@ -79,7 +78,7 @@ def _load_config_quietly(path):
 
 
 def default_context(tray_available: bool) -> AppContext:
-    secrets = SecretStore(config_dir() / "secrets.json")
+    secrets = SecretStore()
     base = dict(os.environ)
     command, working_dir = gui_command()
     return AppContext(

@@ -11,11 +11,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
-from PySide6.QtWidgets import (
-    QHBoxLayout, QPlainTextEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget,
-)
-
 from potluck.app import theme
 from potluck.app.chat_bubble import MessageBubble
 from potluck.app.icons import IconSet
@@ -25,6 +20,15 @@ from potluck.app.stat_card import label
 from potluck.app.ui_state import UiKey, load_bool, restore_geometry, save_geometry
 from potluck.core import protocol
 from potluck.core.protocol import ChatMessage, NodeState
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 EMPTY_TEXT = "Ask the pooled model anything.\nReplies stream in as your friends' PCs compute them, block by block."
 NOT_RUNNING_TEXT = "The node is not running, so nothing was sent. Start serving from the tray menu, then send again."

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
-
 from potluck.app import theme
 from potluck.app.formatting import block_range
 from potluck.app.stat_card import label, set_role
 from potluck.core.protocol import Done, RouteHop, StopReason
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 BUBBLE_MAX_WIDTH_PX = 620
 THINKING_TEXT = "…"
@@ -23,9 +22,9 @@ def route_text(route: Sequence[RouteHop]) -> str:
 
 def reply_caption(done: Done) -> str:
     parts = [f"{done.tokens_per_second:.1f} tokens/s", f"{done.token_count} tokens"]
-    if done.stop_reason == StopReason.CANCELLED.value:
+    if done.stop_reason is StopReason.CANCELLED:
         parts.append("stopped by you")
-    elif done.stop_reason == StopReason.LENGTH.value:
+    elif done.stop_reason is StopReason.LENGTH:
         parts.append("reached the length limit")
     if done.route:
         parts.append("via " + route_text(done.route))

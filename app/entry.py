@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing
 import sys
 
+from potluck.core.cli.main import main as cli_main
+
 
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()  # a frozen build re-enters here for multiprocessing children
@@ -18,20 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         from potluck.app.main import run_gui
 
         return run_gui(argv[1:] if argv and argv[0] == "gui" else [])
-    _quiet_engine_defaults()
-    from potluck.core.cli import main as cli_main
-
     return cli_main(argv)
-
-
-def _quiet_engine_defaults() -> None:
-    """Environment the engine reads when its libraries load; the user's own settings win."""
-    import os
-
-    from potluck.core.program import ENGINE_ENVIRONMENT_DEFAULTS
-
-    for name, value in ENGINE_ENVIRONMENT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
 
 
 if __name__ == "__main__":

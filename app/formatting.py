@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
+from potluck.core.numbers import format_bytes  # one unit system everywhere (binary: KiB, MiB, GiB)
 from potluck.core.protocol import NodeState, Stats
 
-_BYTE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
-
-
-def format_bytes(num_bytes: int | float) -> str:
-    """Decimal units, as file managers show them: 1_820_000_000 -> '1.8 GB'."""
-    value = float(num_bytes)
-    for unit in _BYTE_UNITS:
-        if abs(value) < 1000 or unit == _BYTE_UNITS[-1]:
-            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
+__all__ = ["format_bytes", "format_duration", "format_count", "block_range", "friends_online", "status_line",
+           "member_state_text"]
 
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))

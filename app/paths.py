@@ -1,7 +1,5 @@
-"""Where the app keeps its files. Functions, not module globals: nothing is resolved at import time.
-
-On Linux these follow the XDG variables (XDG_CONFIG_HOME, XDG_STATE_HOME, ...) through platformdirs, which is
-also how tests point the app at a temporary folder.
+"""Where the app keeps its files: core/paths.py's folders (which honour POTLUCK_HOME), plus what only the GUI needs
+(its settings file, resources, autostart folders). Functions, not module globals: nothing is resolved at import time.
 """
 
 from __future__ import annotations
@@ -10,14 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-import platformdirs
+from potluck.core.paths import APP_NAME, config_dir, logs_dir
 
-APP_NAME = "Potluck"
 APP_ID = "potluck"  # lower-case name for files, sockets and autostart entries
 
-
-def config_dir() -> Path:
-    return platformdirs.user_config_path(APP_NAME, appauthor=False)
+__all__ = ["APP_ID", "APP_NAME", "config_dir", "config_file", "default_log_dir", "resources_dir",
+           "linux_autostart_dir", "macos_launch_agents_dir"]
 
 
 def config_file() -> Path:
@@ -26,7 +22,7 @@ def config_file() -> Path:
 
 
 def default_log_dir() -> Path:
-    return platformdirs.user_log_path(APP_NAME, appauthor=False)
+    return logs_dir()
 
 
 def resources_dir() -> Path:

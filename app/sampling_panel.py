@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QFrame, QPushButton, QSpinBox, QVBoxLayout, QWidget
-
 from potluck.app import theme
 from potluck.app.stat_card import label
 from potluck.app.ui_state import UiKey, load_json, save_json
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QFrame,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 @dataclass(frozen=True)

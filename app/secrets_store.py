@@ -1,18 +1,16 @@
-"""Secrets (the invite code with the swarm's join secret) in the system keyring, with a clear fallback.
-
-When no keyring backend works (a headless Linux box without a Secret Service), secrets go to a file readable only
-by this user in the config folder, and `where` says so, so the settings window can tell the owner.
-They reach the node through its environment (`node_environment`), never its command line.
+"""The app's secrets (the invite code this PC joined with, which holds the join credential), kept by
+core/secrets.py: the system keyring when one really works, else a file only this user can read; `where` says
+which, in words the settings window shows. They reach the node through its environment (`node_environment`),
+never its command line.
 """
 
 from __future__ import annotations
 
 import enum
-import json
-import os
-from pathlib import Path
 
-SERVICE_NAME = "potluck"
+from potluck.core import secrets
+
+ENCODING = "utf-8"
 
 
 class SecretKey(str, enum.Enum):
@@ -23,49 +21,28 @@ ENV_FOR_SECRET = {SecretKey.INVITE_CODE: "POTLUCK_INVITE_CODE"}
 
 
 class SecretStore:
-    """get/set/delete by `SecretKey`. `fallback_file` is used only when the keyring refuses."""
-
-    def __init__(self, fallback_file: Path, keyring_module=None) -> None:
-        self._fallback_file = fallback_file
-        self._keyring = keyring_module
-        self.where = "system keyring"
-
-    def _ring(self):
-        if self._keyring is None:
-            import keyring  # light, but only needed when a secret is touched
-
-            self._keyring = keyring
-        return self._keyring
+    """get/set/delete by `SecretKey`."""
 
     def get(self, key: SecretKey) -> str | None:
         try:
-            value = self._ring().get_password(SERVICE_NAME, key.value)
-        except Exception:  # keyring backends raise their own error types; any failure means "use the file"
-            value = None
-        if value is None:
-            value = self._read_file().get(key.value)
-        return value
+            secret, _location = secrets.load_secret(key.value)
+        except secrets.SecretNotFound:
+            return None
+        return secret.decode(ENCODING, errors="replace")
 
-    def set(self, key: SecretKey, value: str) -> None:
-        try:
-            self._ring().set_password(SERVICE_NAME, key.value, value)
-            self.where = "system keyring"
-            return
-        except Exception:
-            pass
-        data = self._read_file()
-        data[key.value] = value
-        self._write_file(data)
-        self.where = f"private file {self._fallback_file} (no system keyring available)"
+    def set(self, key: SecretKey, value: str) -> secrets.SecretLocation:
+        return secrets.store_secret(key.value, value.encode(ENCODING))
 
     def delete(self, key: SecretKey) -> None:
-        try:
-            self._ring().delete_password(SERVICE_NAME, key.value)
-        except Exception:
-            pass
-        data = self._read_file()
-        if data.pop(key.value, None) is not None:
-            self._write_file(data)
+        secrets.delete_secret(key.value)
+
+    @property
+    def where(self) -> str:
+        """Where secrets stored now go, for the owner: 'the system keyring' or 'a private file (…)'."""
+        if secrets.where_secrets_go() is not None:
+            return "the system keyring"
+        folder = secrets.secret_file_path(SecretKey.INVITE_CODE.value).parent
+        return f"a private file in {folder} (this PC has no working system keyring)"
 
     def node_environment(self) -> dict[str, str]:
         """POTLUCK_* variables holding the secrets the node needs."""
@@ -75,16 +52,3 @@ class SecretStore:
             if value:
                 env[name] = value
         return env
-
-    def _read_file(self) -> dict[str, str]:
-        try:
-            data = json.loads(self._fallback_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
-
-    def _write_file(self, data: dict[str, str]) -> None:
-        self._fallback_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._fallback_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)

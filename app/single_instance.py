@@ -3,8 +3,8 @@ local socket; a later launch finds the lock taken, asks the first to show its da
 
 from __future__ import annotations
 
-import hashlib
 import getpass
+import hashlib
 from pathlib import Path
 
 from PySide6.QtCore import QLockFile, QObject, Signal

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
-
 from potluck.app import theme
+from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
 
 def card_frame(parent: QWidget | None = None) -> tuple[QFrame, QVBoxLayout]:

@@ -13,18 +13,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (
-    QButtonGroup, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPlainTextEdit, QPushButton, QRadioButton,
-    QVBoxLayout, QWidget, QWizard, QWizardPage,
-)
-
 from potluck.app import theme
 from potluck.app.config_store import AppConfig, SwarmMode
 from potluck.app.formatting import status_line
 from potluck.app.node_process import NodeProcess
 from potluck.app.stat_card import card_frame, label
 from potluck.core.protocol import NodeState, Sizing
+from potluck.core.swarm.invite import InviteError, decode_invite
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+    QWizard,
+    QWizardPage,
+)
 
 HF_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 INVITE_MODULE_MISSING = ("Invite codes cannot be checked: this copy of Potluck lacks its invite module "
@@ -35,13 +45,8 @@ PAGE_WELCOME, PAGE_CREATE, PAGE_JOIN, PAGE_READY = range(4)
 InviteDecoder = Callable[[str], Any]
 
 
-def real_invite_decoder() -> InviteDecoder | None:
-    """core.swarm.invite.decode_invite wrapped to raise ValueError(message), or None if the module is missing."""
-    try:
-        from potluck.core.swarm.invite import InviteError, decode_invite
-    except ImportError:
-        return None
-
+def real_invite_decoder() -> InviteDecoder:
+    """core/swarm/invite.py's decode_invite wrapped to raise ValueError(message)."""
     def decode(code: str):
         try:
             return decode_invite(code)
@@ -217,7 +222,6 @@ class JoinPage(QWizardPage):
 
 class ReadyPage(QWizardPage):
     """Applies the choices (saves them, starts the node) and shows what the node decided."""
-
     def __init__(self, node: NodeProcess, apply: Callable[[], None]) -> None:
         super().__init__()
         self._node = node

@@ -29,6 +29,7 @@ model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import subprocess
@@ -207,7 +208,7 @@ def failover_runs(model_dir: Path, plan: Plan, echo) -> list[dict]:
                 result, gaps = common.swarm_decode(client, prompt, plan.new_tokens, on_token)
                 longest, typical = max(gaps), common.median(gaps)
                 run.update(stall_ms=(longest - typical) * 1000, longest_gap_ms=longest * 1000, median_step_ms=typical * 1000,
-                           exact=result.token_ids == reference, failovers=result.failovers,
+                           exact=result.token_ids == reference, failovers=[dataclasses.asdict(f) for f in result.failovers],
                            tokens=len(result.token_ids))
             except Exception as e:  # reported as seen, not retried: the benchmark measures the engine as it is
                 run.update(error=f"{type(e).__name__}: {e}")

@@ -130,7 +130,6 @@ async def counted_decode(client, prompt: list[int], steps: int, snapshot) -> dic
     taken after the prefill and after `steps` decode steps; returns the differences and the hops per token
     (links the hidden state crosses: servers + 1 with push, 2 x servers when the client relays)."""
     import torch
-
     from potluck.core.client.inference import InferenceSession
 
     session = InferenceSession(client.swarm, client.spec.hidden_size, len(prompt) + steps + 1, push=client.push,
@@ -143,7 +142,7 @@ async def counted_decode(client, prompt: list[int], steps: int, snapshot) -> dic
             token = int(client.parts.logits(hidden[:, -1:].float())[0, -1].argmax())
             hidden = await session.step(client.parts.embed_ids(torch.tensor([[token]])).to(client.dtype))
         after = await snapshot(session)
-        n_servers = len(session.chain.connections)
+        n_servers = len(session.chain.streams)
     finally:
         await session.close()
     return {"steps": steps, "hops": n_servers + 1 if client.push else 2 * n_servers, **{k: after[k] - before[k] for k in after}}
@@ -159,18 +158,18 @@ async def app_bytes(client, servers, session) -> dict:
 
 async def server_stats(p2p, peer_id: str, addrs, timeout: float = 10.0) -> dict:
     """A server's counters (bytes_up, bytes_down, tokens_served, ...), read with a ping."""
-    from potluck.core import wire
     from potluck.core.swarm.streams import PING_PROTOCOL, close_writer, open_stream
+    from potluck.core.wire import control, framing
 
     reader, writer = await open_stream(p2p, peer_id, PING_PROTOCOL, addrs, timeout)
     try:
-        await wire.send(writer, wire.encode_json({"op": "ping"}))
-        reply = wire.decode(await asyncio.wait_for(wire.receive(reader), timeout))
+        await framing.send(writer, control.encode(control.Ping()))
+        reply = control.decode(await asyncio.wait_for(framing.receive(reader), timeout))
     finally:
         close_writer(writer)
-    if not isinstance(reply, dict) or not isinstance(reply.get("stats"), dict):
-        raise RuntimeError(f"server {peer_id[-8:]} answered the ping without stats (an older server?)")
-    return reply["stats"]
+    if not isinstance(reply, control.Pong):
+        raise RuntimeError(f"server {peer_id[-8:]} answered the ping with {type(reply).__name__}")
+    return reply.stats
 
 
 def kill_group(server) -> None:

@@ -25,15 +25,14 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check here")
         return 2
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     from potluck.core.client.model import DistributedModelForCausalLM
     from potluck.core.localswarm import LocalSwarm
     from potluck.core.model.families import family_for
     from potluck.core.model.loading import load_blocks, load_client_parts, open_model
+    from potluck.core.model.tiny import make_tiny_model
     from potluck.core.server.memory import probe_free_bytes
     from potluck.core.server.sizing import MemoryPlanInput, plan_num_blocks
-    from potluck.core.model.tiny import make_tiny_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
     ok = True
     free, total = torch.cuda.mem_get_info()

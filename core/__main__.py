@@ -2,6 +2,6 @@
 
 import sys
 
-from potluck.core.cli import main
+from potluck.core.cli.main import main
 
 sys.exit(main())

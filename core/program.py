@@ -5,6 +5,7 @@ Standard library only: the GUI imports it too.
 
 from __future__ import annotations
 
+import os
 import sys
 
 ENGINE_ENVIRONMENT_DEFAULTS = {
@@ -18,7 +19,14 @@ ENGINE_ENVIRONMENT_DEFAULTS = {
 
 
 def program_command(frozen: bool | None = None, executable: str | None = None) -> list[str]:
-    """The command that runs this program: the frozen executable itself, or the interpreter on potluck.app.entry."""
+    """The command that runs the engine's command line: the frozen executable itself (it dispatches every
+    sub-command to the engine), or the interpreter on the `potluck.core` package."""
     frozen = bool(getattr(sys, "frozen", False)) if frozen is None else frozen
     executable = executable or sys.executable
-    return [executable] if frozen else [executable, "-m", "potluck.app.entry"]
+    return [executable] if frozen else [executable, "-m", "potluck.core"]
+
+
+def apply_engine_environment(environ=os.environ) -> None:
+    """Set the engine's defaults (before torch and friends are imported); the user's own settings win."""
+    for name, value in ENGINE_ENVIRONMENT_DEFAULTS.items():
+        environ.setdefault(name, value)

@@ -13,21 +13,19 @@ check the direction as well as the shape. Nothing here does I/O.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import json
-import math
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
+
+from potluck.core import typed_json
 
 PROTOCOL_VERSION = 1
 MAX_LINE_CHARS = 4 * 1024 * 1024  # a longer line is refused (a runaway writer must not eat the reader's memory)
 MAX_NEW_TOKENS_LIMIT = 32_768  # largest max_new_tokens a generate command may ask for
 
 
-class ProtocolError(ValueError):
+class ProtocolError(typed_json.TypedJsonError):
     """A line is not a valid message of this protocol; the text says what is wrong and where."""
 
 
@@ -82,7 +80,7 @@ class AlertLevel(str, enum.Enum):
 
 
 class StopReason(str, enum.Enum):
-    """Known values of `Done.stop_reason` (the field itself is a string, so newer nodes may add reasons)."""
+    """Why a generation ended: the client's GenerationResult, the node's `Done` event and the CLI share it."""
 
     EOS = "eos"
     LENGTH = "length"
@@ -96,7 +94,7 @@ CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise ProtocolError(message)
+        raise ProtocolError(message)  # a TypedJsonError: typed_json.build adds the field's path
 
 
 def _check_non_negative(**values: float) -> None:
@@ -294,7 +292,7 @@ class Done:
     token_count: int
     tokens_per_second: float
     route: tuple[RouteHop, ...] = ()  # which PCs served which blocks, in order
-    stop_reason: str = StopReason.EOS.value
+    stop_reason: StopReason = StopReason.EOS
 
 
 @dataclass(frozen=True)
@@ -330,133 +328,45 @@ MESSAGE_CLASSES: dict[Kind, type] = {
 # ---------------------------------------------------------------------------------------------- encoding
 
 
-def _to_wire(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (tuple, list)):
-        return [_to_wire(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _to_wire(v) for k, v in value.items()}
-    return value
-
-
 def encode(msg: Message) -> str:
     """One protocol line for `msg`, without the trailing newline. NaN and infinities are refused."""
     kind = getattr(type(msg), "KIND", None)
     if not isinstance(kind, Kind) or MESSAGE_CLASSES.get(kind) is not type(msg):
         raise TypeError(f"not a protocol message: {msg!r}")
     wire = {"v": PROTOCOL_VERSION, "kind": kind.value}
-    wire.update(_to_wire(msg))
+    wire.update(typed_json.to_json(msg))
     try:
-        return json.dumps(wire, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-    except ValueError as exc:
+        return typed_json.dumps(wire)
+    except typed_json.TypedJsonError as exc:
         raise ProtocolError(f"{kind.value}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- decoding
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ProtocolError(f"{name} is not allowed in protocol JSON")
-
-
-def _is_json_value(value: Any) -> bool:
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return True
-    if isinstance(value, list):
-        return all(_is_json_value(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json_value(v) for k, v in value.items())
-    return False
-
-
-_SCALAR_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
-
-
-def _convert(value: Any, annotation: Any, where: str) -> Any:
-    """Check one wire value against a field's type and convert it (list -> tuple, str -> enum, int -> float)."""
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        _check(value is not None, f"{where} must not be null")
-        return _convert(value, inner, where)
-    if annotation is Any:
-        _check(_is_json_value(value), f"{where} must be a JSON value")
-        return value
-    if annotation in _SCALAR_NAMES:
-        ok = isinstance(value, annotation) and (annotation is bool or not isinstance(value, bool))
-        _check(ok, f"{where} must be {_SCALAR_NAMES[annotation]}, got {value!r}")
-        return value
-    if annotation is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        _check(ok and math.isfinite(value), f"{where} must be a finite number, got {value!r}")
-        return float(value)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        allowed = [m.value for m in annotation]
-        _check(value in allowed, f"{where} must be one of {allowed}, got {value!r}")
-        return annotation(value)
-    if origin is tuple:
-        _check(isinstance(value, list), f"{where} must be a list, got {type(value).__name__}")
-        (item_type, _ellipsis) = typing.get_args(annotation)
-        return tuple(_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        _check(isinstance(value, dict), f"{where} must be an object, got {type(value).__name__}")
-        _check(_is_json_value(value), f"{where} must hold JSON values under string keys")
-        return dict(value)
-    if dataclasses.is_dataclass(annotation):
-        _check(isinstance(value, dict), f"{where} must be an object, got {type(value).__name__}")
-        return _build(annotation, value, where)
-    raise TypeError(f"protocol field type {annotation!r} is not supported")  # a bug in this module, not bad input
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ProtocolError(f"{where}: missing field {f.name!r}")
-    try:
-        return cls(**kwargs)
-    except ProtocolError as exc:
-        raise ProtocolError(f"{where}: {exc}") from None
-
-
 def decode(line: str | bytes) -> Message:
     """Parse one protocol line. Raises ProtocolError, with a message that says what is wrong, on any bad input."""
-    if isinstance(line, bytes):
+    try:
+        _check(len(line) <= MAX_LINE_CHARS * 4, f"line is too long ({len(line)} bytes)")
+        text = line.strip()
+        _check(bool(text), "empty line")
+        data = typed_json.parse_object(text, max_chars=MAX_LINE_CHARS)
+        _check("v" in data, f"message has no protocol version 'v': {typed_json.preview(str(data))}")
+        version = data.get("v")
+        _check(version == PROTOCOL_VERSION and not isinstance(version, bool),
+               f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})")
+        kind_value = data.get("kind")
+        _check(isinstance(kind_value, str), f"message has no 'kind': {typed_json.preview(str(data))}")
         try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"line is not UTF-8 text: {exc}") from None
-    _check(len(line) <= MAX_LINE_CHARS, f"line is too long ({len(line)} characters, at most {MAX_LINE_CHARS})")
-    text = line.strip()
-    _check(bool(text), "empty line")
-    try:
-        data = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"not JSON ({exc.msg} at column {exc.colno}): {_preview(text)}") from None
-    _check(isinstance(data, dict), f"a message must be a JSON object, got {type(data).__name__}: {_preview(text)}")
-    version = data.get("v")
-    _check("v" in data, f"message has no protocol version 'v': {_preview(text)}")
-    _check(
-        version == PROTOCOL_VERSION and not isinstance(version, bool),
-        f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})",
-    )
-    kind_value = data.get("kind")
-    _check(isinstance(kind_value, str), f"message has no 'kind': {_preview(text)}")
-    try:
-        kind = Kind(kind_value)
-    except ValueError:
-        raise ProtocolError(f"unknown message kind {kind_value!r}") from None
-    fields = {k: v for k, v in data.items() if k not in ("v", "kind")}
-    return _build(MESSAGE_CLASSES[kind], fields, kind.value)
+            kind = Kind(kind_value)
+        except ValueError:
+            raise ProtocolError(f"unknown message kind {kind_value!r}") from None
+        fields = {k: v for k, v in data.items() if k not in ("v", "kind")}
+        return typed_json.build(MESSAGE_CLASSES[kind], fields, kind.value)
+    except ProtocolError:
+        raise
+    except typed_json.TypedJsonError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def decode_command(line: str | bytes) -> Command:
@@ -471,7 +381,3 @@ def decode_event(line: str | bytes) -> Event:
     msg = decode(line)
     _check(not msg.KIND.is_command, f"expected an event, got the command {msg.KIND.value!r}")
     return msg  # type: ignore[return-value]
-
-
-def _preview(text: str, limit_chars: int = 80) -> str:
-    return text if len(text) <= limit_chars else text[: limit_chars - 1] + "…"

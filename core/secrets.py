@@ -1,11 +1,12 @@
-"""Swarm secrets at rest: the OS keyring when one works, else a file only this user can read.
+"""Secrets at rest (swarm secrets by swarm id, and the app's own, such as the invite code it joined with): the OS
+keyring when one works, else a file only this user can read. The one place Potluck keeps secrets.
 
 Every call says where the secret went or came from (`SecretLocation`, printed as "keyring" or "file:/path"), so
 the CLI and the app can tell the user. Secrets never appear in exceptions, logs or reprs.
 
 A keyring counts as usable unless it is keyring's `fail` or `null` backend, a chainer with nothing to chain, or
 it raises. A write to the keyring is read back before it is trusted; if any of that fails, the secret goes to
-`<config dir>/secrets/<swarm id>.key`, created with mode 0600 in a 0700 folder (on POSIX; on Windows the user's
+`<config dir>/secrets/<name>.key`, created with mode 0600 in a 0700 folder (on POSIX; on Windows the user's
 profile folder is already private). Loading looks in the keyring first, then in that file.
 """
 
@@ -24,14 +25,15 @@ from pathlib import Path
 from typing import Literal
 
 from potluck.core import paths
+from potluck.core.errors import PotluckError
 
 logger = logging.getLogger(__name__)
 
-KEYRING_SERVICE = "Potluck swarm"  # keyring "service"; the swarm id is the "username"
+KEYRING_SERVICE = "Potluck swarm"  # keyring "service"; the swarm id (or the secret's name) is the "username"
 _SWARM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also makes it safe as a file name
 
 
-class SecretStoreError(RuntimeError):
+class SecretStoreError(PotluckError, RuntimeError):
     """A secret could not be stored or read; the message says what to do."""
 
 
@@ -65,6 +67,11 @@ def keyring_usable() -> bool:
         return False
 
 
+def where_secrets_go() -> SecretLocation | None:
+    """Where a secret stored now would go: the keyring if it is usable, else None (a private file per secret)."""
+    return SecretLocation("keyring") if keyring_usable() else None
+
+
 def secret_file_path(swarm_id: str) -> Path:
     """Where the fallback file for `swarm_id` lives (whether or not it exists)."""
     _check_swarm_id(swarm_id)
@@ -75,7 +82,7 @@ def store_secret(swarm_id: str, secret: bytes, *, use_keyring: bool = True) -> S
     """Store `secret` for `swarm_id`, replacing any previous one. Returns where it went."""
     _check_swarm_id(swarm_id)
     if not isinstance(secret, bytes) or not 16 <= len(secret) <= 1024:
-        raise SecretStoreError("a swarm secret must be 16 to 1024 bytes")
+        raise SecretStoreError("a secret must be 16 to 1024 bytes")
     text = base64.urlsafe_b64encode(secret).decode("ascii")
     if use_keyring and _keyring_store(swarm_id, text):
         _remove_file(secret_file_path(swarm_id))  # no stale second copy
@@ -86,7 +93,7 @@ def store_secret(swarm_id: str, secret: bytes, *, use_keyring: bool = True) -> S
 
 
 def load_secret(swarm_id: str) -> tuple[bytes, SecretLocation]:
-    """The secret for `swarm_id` and where it was found. Raises SecretNotFound or SecretStoreError."""
+    """The secret for `swarm_id` (or another name) and where it was found. Raises SecretNotFound or SecretStoreError."""
     _check_swarm_id(swarm_id)
     if keyring_usable():
         try:
@@ -127,7 +134,7 @@ def delete_secret(swarm_id: str) -> list[SecretLocation]:
 
 def _check_swarm_id(swarm_id: str) -> None:
     if not isinstance(swarm_id, str) or not _SWARM_ID.fullmatch(swarm_id):
-        raise SecretStoreError(f"invalid swarm id {swarm_id!r}: letters, digits, '-' and '_' only")
+        raise SecretStoreError(f"invalid secret name {swarm_id!r}: letters, digits, '-' and '_' only")
 
 
 def _keyring_store(swarm_id: str, text: str) -> bool:
@@ -149,7 +156,7 @@ def _decode(text: str, where: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(text.strip().encode("ascii"))
     except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise SecretStoreError(f"the swarm secret in {where} is damaged; remove the swarm and join it again") from None
+        raise SecretStoreError(f"the secret in {where} is damaged; remove it (leave the swarm) and join again") from None
 
 
 def _write_private_file(path: Path, text: str) -> None:

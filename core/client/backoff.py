@@ -50,12 +50,6 @@ class BanList:
         self._banned_until[peer_id] = now + duration
         return duration
 
-    def is_banned(self, peer_id: str) -> bool:
-        """True while the peer's ban lasts; a ban ending at time t is over at t."""
-        _check_peer(peer_id)
-        until = self._banned_until.get(peer_id)
-        return until is not None and self._clock() < until
-
     def banned_peers(self) -> frozenset[str]:
         """Peers banned right now (pass this as `banned` to routing)."""
         now = self._clock()

@@ -3,7 +3,7 @@
     model = DistributedModelForCausalLM.from_pretrained("org/model", initial_peers=[...])
     result = model.generate(prompt="Hello", max_new_tokens=20)        # greedy
     result = model.generate(prompt="Hello", do_sample=True, temperature=0.8, top_p=0.9, seed=1)
-    print(result.text, result.token_ids, result.route)
+    print(result.text, result.token_ids, result.route)       # route: which PC ran which blocks
 
 The client runs the embeddings, final norm and LM head itself; servers run the blocks. Network work happens on
 one background event loop; `generate` blocks the caller and streams tokens to `on_token` as they come.
@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-
-from potluck.core import wire
-from potluck.core.client.inference import InferenceSession, SwarmError, SwarmView
+from potluck.core.client.inference import Failover, InferenceSession
 from potluck.core.client.sampling import SamplingParams, TokenChooser
+from potluck.core.client.swarm_view import SwarmError, SwarmView
 from potluck.core.model.loading import ModelSpec, load_client_parts, open_model, parse_dtype
+from potluck.core.protocol import RouteHop, StopReason
 from potluck.core.swarm import dht as swarm_dht
+from potluck.core.wire.tensors import max_chunk_tokens
 
 _DEFAULT = object()
 
@@ -59,11 +60,11 @@ class LoopThread:
 class GenerationResult:
     token_ids: list[int]  # the new tokens only
     text: str  # the new text only
-    stop_reason: str  # "length", "eos", "stop_string" or "cancelled"
-    route: list[dict]  # which server ran which blocks: peer_id, name, start_block, end_block
+    stop_reason: StopReason  # LENGTH, EOS, STOP_SEQUENCE or CANCELLED
+    route: tuple[RouteHop, ...]  # which server ran which blocks, in order
     prefill_seconds: float = 0.0
     step_seconds: list[float] = field(default_factory=list)  # one per generated token after the first
-    failovers: list[dict] = field(default_factory=list)
+    failovers: list[Failover] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
@@ -147,7 +148,7 @@ class DistributedModelForCausalLM:
         session = InferenceSession(self.swarm, self.spec.hidden_size, len(ids) + max_new_tokens, push=self.push,
                                    timeout=self.timeout, max_retries=self.max_retries)
         new_ids: list[int] = []
-        text, reason, step_seconds = "", "length", []
+        text, reason, step_seconds = "", StopReason.LENGTH, []
         await session.open()
         try:
             began = time.perf_counter()
@@ -163,12 +164,12 @@ class DistributedModelForCausalLM:
                     on_token(token, new_text[len(text):])
                 text = new_text
                 if token in eos:
-                    reason = "eos"
+                    reason = StopReason.EOS
                 elif any(s and s in text for s in stop_strings):
-                    reason, text = "stop_string", _cut_at_stop(text, stop_strings)
+                    reason, text = StopReason.STOP_SEQUENCE, _cut_at_stop(text, stop_strings)
                 elif cancel is not None and cancel.is_set():
-                    reason = "cancelled"
-                if reason != "length" or len(new_ids) >= max_new_tokens:
+                    reason = StopReason.CANCELLED
+                if reason is not StopReason.LENGTH or len(new_ids) >= max_new_tokens:
                     break
                 began = time.perf_counter()
                 embedded = self.parts.embed_ids(torch.tensor([[token]])).to(self.dtype)
@@ -180,7 +181,7 @@ class DistributedModelForCausalLM:
 
     async def _prefill(self, session: InferenceSession, ids: list[int]) -> torch.Tensor:
         embedded = self.parts.embed_ids(torch.tensor([ids])).to(self.dtype)
-        chunk = wire.max_chunk_tokens(self.spec.hidden_size, self.dtype)
+        chunk = max_chunk_tokens(self.spec.hidden_size, self.dtype)
         hidden = None
         for start in range(0, embedded.shape[1], chunk):
             hidden = await session.step(embedded[:, start : start + chunk])
@@ -190,9 +191,9 @@ class DistributedModelForCausalLM:
         return self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ""
 
     @staticmethod
-    def _route(session: InferenceSession) -> list[dict]:
-        return [{"peer_id": span.peer_id, "name": record.name, "start_block": span.start_block, "end_block": span.end_block}
-                for span, record in session.route]
+    def _route(session: InferenceSession) -> tuple[RouteHop, ...]:
+        return tuple(RouteHop(peer_id=span.peer_id, name=record.name, start_block=span.start_block,
+                              end_block=span.end_block) for span, record in session.route)
 
     def shutdown(self) -> None:
         try:

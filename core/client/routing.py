@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from potluck.core.numbers import require_int
 from potluck.core.swarm.records import ServerRecord, ServerState
 
 UNMEASURED_MS_PER_BLOCK = 1000.0  # compute time assumed per block for a server announcing throughput 0
@@ -42,8 +43,8 @@ class RouteSpan:
     def __post_init__(self) -> None:
         if not (isinstance(self.peer_id, str) and self.peer_id):
             raise ValueError(f"peer_id must be a non-empty string, got {self.peer_id!r}")
-        _require_int("start_block", self.start_block, minimum=0)
-        _require_int("end_block", self.end_block, minimum=0)
+        require_int("start_block", self.start_block, minimum=0)
+        require_int("end_block", self.end_block, minimum=0)
         if self.start_block >= self.end_block:
             raise ValueError(f"span {self.start_block}:{self.end_block} is empty or reversed")
 
@@ -72,17 +73,17 @@ def choose_route(
     (peer_id, longest span first) sorts lowest, so the same inputs always give the same route.
     Raises NoRouteError naming the first block no usable server hosts.
     """
-    _require_int("total_blocks", total_blocks, minimum=1)
+    require_int("total_blocks", total_blocks, minimum=1)
     end_block = total_blocks if end_block is None else end_block
-    _require_int("start_block", start_block, minimum=0)
-    _require_int("end_block", end_block, minimum=0)
+    require_int("start_block", start_block, minimum=0)
+    require_int("end_block", end_block, minimum=0)
     if not start_block < end_block <= total_blocks:
         raise ValueError(f"range {start_block}:{end_block} must satisfy 0 <= start < end <= total_blocks "
                          f"({total_blocks})")
     _check_latency("default_latency_ms", default_latency_ms)
     for peer, value in latency_ms.items():
         _check_latency(f"latency_ms[{peer!r}]", value)
-    _require_int("min_cache_tokens", min_cache_tokens, minimum=0)
+    require_int("min_cache_tokens", min_cache_tokens, minimum=0)
     if isinstance(banned, str):
         raise ValueError("banned must be a collection of peer ids, not one string")
     records = list(records)
@@ -125,50 +126,24 @@ def replacement_route(
     failed_span: RouteSpan,
     banned: Collection[str] = (),
     *,
+    failed_peer_may_stay: bool = False,
     latency_ms: Mapping[str, float] = NO_LATENCIES,
     default_latency_ms: float = 50.0,
     min_cache_tokens: int = 0,
     self_peer_id: str | None = None,
 ) -> list[RouteSpan]:
-    """A route covering exactly the failed span's blocks, never through the failed peer (it is banned here too)."""
+    """A route covering exactly the failed span's blocks. The failed peer is banned here too, unless
+    `failed_peer_may_stay` (a server that shrank its range may still serve part of the span)."""
     if not isinstance(failed_span, RouteSpan):
         raise ValueError(f"failed_span must be a RouteSpan, got {type(failed_span).__name__}")
     if isinstance(banned, str):
         raise ValueError("banned must be a collection of peer ids, not one string")
+    banned = set(banned) if failed_peer_may_stay else {*banned, failed_span.peer_id}
     return choose_route(
         records, total_blocks, start_block=failed_span.start_block, end_block=failed_span.end_block,
-        latency_ms=latency_ms, default_latency_ms=default_latency_ms, banned={*banned, failed_span.peer_id},
+        latency_ms=latency_ms, default_latency_ms=default_latency_ms, banned=banned,
         min_cache_tokens=min_cache_tokens, self_peer_id=self_peer_id,
     )
-
-
-def route_time_ms(
-    route: Iterable[RouteSpan],
-    records: Iterable[ServerRecord],
-    *,
-    latency_ms: Mapping[str, float] = NO_LATENCIES,
-    default_latency_ms: float = 50.0,
-    self_peer_id: str | None = None,
-) -> float:
-    """Expected time per token of a route (the quantity `choose_route` minimises), for display and checks.
-
-    Each span uses the fastest record of its peer that hosts the whole span; a span no record hosts raises
-    ValueError.
-    """
-    records = list(records)
-    total_ms = 0.0
-    for span in route:
-        hosting = [r for r in records if r.peer_id == span.peer_id
-                   and r.start_block <= span.start_block and span.end_block <= r.end_block]
-        if not hosting:
-            raise ValueError(f"no record of {span.peer_id} hosts blocks {span.start_block}:{span.end_block}")
-        per_block_ms = min(_ms_per_block(r) for r in hosting)
-        if span.peer_id in latency_ms:
-            link_ms = float(latency_ms[span.peer_id])
-        else:
-            link_ms = 0.0 if span.peer_id == self_peer_id else float(default_latency_ms)
-        total_ms += link_ms + span.num_blocks * per_block_ms
-    return total_ms
 
 
 def _ms_per_block(record: ServerRecord) -> float:
@@ -215,10 +190,3 @@ def _no_route(
 def _check_latency(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0 ms, got {value!r}")
-
-
-def _require_int(name: str, value: object, *, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from potluck.core import protocol
-from potluck.core.node.stats import TextStream, route_hops, sampling_kwargs, stop_reason
+from potluck.core.node.loopback import LoopbackP2P
+from potluck.core.node.stats import TextStream, sampling_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ CLIENT_TIMEOUT_SECONDS = 20.0  # the client waits this long for a server before 
 @dataclass(frozen=True)
 class ClientRecipe:
     """What the chat client is built from; another model or swarm connection builds a new client."""
-
     model: str
     swarm_key: str  # which swarm connection
     self_peer_id: str  # this PC's peer id: its own server is next door
@@ -38,7 +38,6 @@ class ClientRecipe:
 def build_client(recipe: ClientRecipe):
     """A DistributedModelForCausalLM on the node's DHT, whose streams to this PC's own server stay local."""
     from potluck.core.client.model import DistributedModelForCausalLM
-    from potluck.core.node.loopback import LoopbackP2P
 
     client = DistributedModelForCausalLM.from_pretrained(recipe.model, dht=recipe.dht, self_peer_id=recipe.self_peer_id,
                                                          timeout=CLIENT_TIMEOUT_SECONDS)
@@ -54,7 +53,6 @@ def close_client(client) -> None:
 
 class ChatService:
     """Runs generate commands on worker threads. `send` must be safe to call from any thread."""
-
     def __init__(self, send: Callable[[protocol.Event], None], recipe: Callable[[], ClientRecipe],
                  on_token: Callable[[], None] = lambda: None,
                  make_client: Callable[[ClientRecipe], object] = build_client,
@@ -138,7 +136,7 @@ class ChatService:
             client = self._client_for(self._recipe())
             if cancel.is_set():
                 self._send(protocol.Done(request_id=cmd.request_id, text="", token_count=0, tokens_per_second=0.0,
-                                         stop_reason=protocol.StopReason.CANCELLED.value))
+                                         stop_reason=protocol.StopReason.CANCELLED))
                 return
 
             ids: list[int] = []
@@ -157,7 +155,7 @@ class ChatService:
                                      **sampling_kwargs(cmd))
             self._send(protocol.Done(request_id=cmd.request_id, text=result.text, token_count=len(result.token_ids),
                                      tokens_per_second=round(result.tokens_per_second, 2),
-                                     route=route_hops(result.route), stop_reason=stop_reason(result.stop_reason)))
+                                     route=result.route, stop_reason=result.stop_reason))
         except Exception as exc:  # the swarm, the model or a bug: the owner reads it under the reply
             log.warning("reply %s failed: %s: %s", cmd.request_id, type(exc).__name__, exc,
                         exc_info=log.isEnabledFor(logging.DEBUG))

@@ -27,13 +27,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from potluck.core import protocol
+from potluck.core import paths, protocol
 from potluck.core.node import stats as node_stats
 from potluck.core.node.chat import ChatService, ClientRecipe
 from potluck.core.node.config import NodeConfig, apply_values, network_key, restart_needed
+from potluck.core.node.loopback import LocalServer
 from potluck.core.node.plan import NodeSetupError
+from potluck.core.node.private import make_network
+from potluck.core.node.serving import (
+    memory_bytes,
+    open_model_checked,
+    resolve_device,
+    resolve_dtype,
+    serve_options,
+    start_serving,
+)
 from potluck.core.node.stdio import TOO_LONG, LogFile, ParentWatch, ProtocolWriter, StdinReader
 from potluck.core.protocol import NodeState
+from potluck.core.swarm.records import online_per_block
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +171,6 @@ class NodeController:
             self.send(protocol.Error(message="set_config: " + "; ".join(applied.problems)))
         changed = restart_needed(self.config, applied.config)
         self.config = applied.config
-        from potluck.core import paths
 
         self.log_file.use_folder(Path(self.config.log_dir) if self.config.log_dir else paths.logs_dir())
         if changed and self.serving is not None:
@@ -205,7 +215,6 @@ class NodeController:
             self.set_state(NodeState.FAILED, f"Could not start serving: {exc}")
 
     async def _start_serving(self) -> None:
-        from potluck.core.node.serving import open_model_checked, resolve_device, resolve_dtype, serve_options, start_serving
 
         config = self.config
         network = await self._network()
@@ -277,7 +286,6 @@ class NodeController:
 
     async def _network(self):
         """The node's network for the current settings (a new one if they changed while nothing was served)."""
-        from potluck.core.node.network import make_network
 
         if self.network is not None and network_key(self.network.config) != network_key(self.config) \
                 and self.serving is None:
@@ -305,13 +313,12 @@ class NodeController:
 
     def _local_server(self):
         """This PC's serving server for the chat's local streams (called from the chat client's loop)."""
-        from potluck.core.node.loopback import LocalServer, server_handlers
 
         serving = self.serving
         server = serving.server if serving is not None else None
         if server is None:
             return None
-        return LocalServer(peer_id=server.peer_id, handler_for=server_handlers(server), loop=self._loop)
+        return LocalServer(peer_id=server.peer_id, handler_for=server.stream_handler, loop=self._loop)
 
     # ------------------------------------------------------------------ stats
 
@@ -346,13 +353,12 @@ class NodeController:
             log.info("could not read the swarm's records: %s", exc)
             return
         if self.state in (NodeState.SERVING, NodeState.DRAINING, NodeState.PAUSED):  # not while our own blocks load
-            current = node_stats.coverage(spec.num_blocks, self._by_block)
+            current = online_per_block(spec.num_blocks, self._by_block)
             for alert in node_stats.coverage_alerts(self._last_coverage, current):
                 self.send(alert)
             self._last_coverage = current
 
     def _stats(self) -> protocol.Stats:
-        from potluck.core.node.serving import memory_bytes
 
         contribution = self.finished.plus(self.serving.contribution()) if self.serving is not None else \
             dataclasses.replace(self.finished, start_block=0, end_block=0)

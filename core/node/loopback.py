@@ -29,11 +29,6 @@ class LocalServer:
     loop: asyncio.AbstractEventLoop
 
 
-def server_handlers(server) -> Callable[[str], Callable | None]:
-    """The handlers a BlockServer registers with p2pd, by protocol, wrapped in its own admission guard."""
-    return server.stream_handler
-
-
 class LoopbackP2P:
     """A p2p replica whose streams to `local().peer_id` stay in this process. Everything else is delegated."""
 

@@ -1,7 +1,10 @@
 """The node's place in the swarm: its DHT (started once, on the first start or chat, and kept across pauses, so
 the chat still works while paused) and the settings a BlockServer needs to join with it.
 
-Plain mode: an open DHT (no member list), joined through `initial_peers`, or a new swarm when there are none.
+Plain mode (`NodeNetwork`): an open DHT (no member list), joined through `initial_peers`, or a new swarm when
+there are none. It listens on 127.0.0.1 unless the settings or POTLUCK_HOST give an address: an open swarm
+admits anyone who can reach it, so it is never put on the tailnet by default. Private swarms:
+core/node/private.py.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
 from potluck.core.node.config import NodeConfig
+from potluck.core.swarm.lifecycle import HOST_ENV, LOOPBACK, choose_listen_address
 
 log = logging.getLogger(__name__)
-
-HOST_ENV = "POTLUCK_HOST"  # address to listen on when the settings give none (e.g. a LAN address without Tailscale)
 
 _dht_owner: ThreadPoolExecutor | None = None
 _dht_owner_lock = threading.Lock()
@@ -37,24 +39,8 @@ def start_dht_owned(options):
     return _dht_owner.submit(start_dht, options).result()
 
 
-def default_host(config: NodeConfig, environ=os.environ) -> str:
-    """The settings' host, else POTLUCK_HOST, else this PC's Tailscale address, else loopback (this PC alone)."""
-    if config.host:
-        return config.host
-    if environ.get(HOST_ENV, "").strip():
-        return environ[HOST_ENV].strip()
-    try:
-        from potluck.core.swarm import tailscale
-
-        return str(tailscale.find_tailnet_ipv4().ipv4)
-    except Exception as exc:  # no Tailscale, or it is logged out: friends cannot reach us, but we still run
-        log.warning("listening on 127.0.0.1 only, so friends cannot reach this PC: %s", exc)
-        return "127.0.0.1"
-
-
 class NodeNetwork:
     """The node's DHT and what serving in it takes (DHT options, the admission check). Thread-safe `ensure`."""
-
     def __init__(self, config: NodeConfig, environ=os.environ):
         self.config = config
         self._environ = environ
@@ -82,13 +68,19 @@ class NodeNetwork:
 
         return DHTOptions(initial_peers=self.initial_peers, host=self.host, port=self.config.port)
 
+    def _listen_host(self) -> str:
+
+        if not (self.config.host or self._environ.get(HOST_ENV, "").strip()):
+            return LOOPBACK
+        return choose_listen_address(self.config.host or None, environ=self._environ).host
+
     def ensure(self):
         """Start the DHT unless it runs (blocking: a second or two). Raises RuntimeError saying why it failed."""
         with self._lock:
             if self.dht is None:
                 from potluck.core.swarm.dht import visible_maddrs
 
-                self.host = self.host or default_host(self.config, self._environ)
+                self.host = self.host or self._listen_host()
                 self.dht = start_dht_owned(self.dht_options())
                 peers = self.initial_peers
                 what = "joined the swarm through " + ", ".join(peers) if peers else "started a new swarm"
@@ -120,12 +112,3 @@ class NodeNetwork:
             import asyncio
 
             await asyncio.to_thread(dht.shutdown)
-
-
-def make_network(config: NodeConfig, environ=os.environ) -> NodeNetwork:
-    """The network for these settings: a private swarm from the swarm store (create, join), or an open one (plain)."""
-    if config.mode in ("create", "join"):
-        from potluck.core.node.private import PrivateNetwork
-
-        return PrivateNetwork(config, environ)
-    return NodeNetwork(config, environ)

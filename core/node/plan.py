@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from potluck.core.errors import PotluckError
 from potluck.core.node.stats import span_words
-from potluck.core.server.sizing import format_bytes
+from potluck.core.numbers import format_bytes
 
 
-class NodeSetupError(Exception):
+class NodeSetupError(PotluckError):
     """Serving cannot start, and trying again will not help until the owner changes something.
 
     The message is plain words for the owner (it becomes the `failed` state's detail)."""

@@ -14,6 +14,7 @@ import signal
 import sys
 
 from potluck.core import __version__, protocol
+from potluck.core.node.control import NodeController
 from potluck.core.node.stdio import LogFile, ProtocolWriter, setup_logging, take_stdio
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ def run_node(verbose: bool = False) -> int:
     if hasattr(faulthandler, "register"):  # `kill -USR1 <pid>` prints every thread's stack to the log (not on Windows)
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     log_file = LogFile()
-    from potluck.core.node.control import NodeController  # light: the engine is imported when a start or chat needs it
 
     controller = NodeController(writer, command_fd, log_file)
     controller.state, controller.detail = protocol.NodeState.STOPPED, "Waiting for start"

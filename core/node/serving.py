@@ -18,9 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from potluck.core import protocol
+from potluck.core.model.checkpoint import CheckpointError
 from potluck.core.node.config import NodeConfig
 from potluck.core.node.plan import BlockPlan, NodeSetupError, chosen_plan, plan_from_sizing, range_words
 from potluck.core.node.stats import Contribution, span_words
+from potluck.core.server.memory import available_ram_bytes, probe_free_bytes
+from potluck.core.server.sizing import SizingError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,6 @@ def model_problem(model: str) -> str:
 
 def open_model_checked(model: str, revision: str | None = None):
     """open_model, with failures a retry will not fix turned into NodeSetupError (plain words)."""
-    from potluck.core.model.checkpoint import CheckpointError
     from potluck.core.model.families import UnsupportedModelError
     from potluck.core.model.loading import open_model
 
@@ -85,9 +87,7 @@ def serve_options(config: NodeConfig, model: str, device: str, dtype: str):
 
 def plan_blocks(spec, options, config: NodeConfig) -> BlockPlan:
     """How many blocks to host: the owner's number, or sizing from free memory under the owner's cap."""
-    from potluck.core.server.memory import probe_free_bytes
     from potluck.core.server.runner import size_from_memory
-    from potluck.core.server.sizing import SizingError
 
     if config.num_blocks is not None:
         return chosen_plan(min(config.num_blocks, spec.num_blocks))
@@ -110,7 +110,6 @@ def choose_blocks(spec, options, plan: BlockPlan, dht) -> tuple[int, int, bool]:
 @dataclass
 class Serving:
     """A running BlockServer and when it started."""
-
     server: object  # core.server.server.BlockServer
     started_monotonic: float
 
@@ -146,11 +145,7 @@ class Serving:
 
     async def undrain(self) -> None:
         """Take new sessions again after a drain (the owner resumed before pausing)."""
-        from potluck.core.swarm.records import ServerState
-
-        if self.server.state is ServerState.DRAINING:
-            self.server.state = ServerState.ONLINE
-            await self.server.announce()
+        await self.server.resume()
 
     async def stop(self) -> None:
         """Announce offline, remove the handlers, and give the memory back.
@@ -160,9 +155,8 @@ class Serving:
         session then failed with "Connection lost")."""
         server, self.server = self.server, None
         try:
-            await server.shutdown()
+            await server.shutdown()  # it lets go of the weights
         finally:
-            server.stack = None  # the weights: whatever still points at the server must not keep them
             del server
             release_memory()
 
@@ -171,7 +165,7 @@ async def start_serving(spec, options, config: NodeConfig, dht, progress: Callab
                         on_sizing: Callable[[protocol.Sizing], None]) -> Serving:
     """Size, choose, load, announce. Raises NodeSetupError (plain words) for what a retry will not fix."""
     from potluck.core.model.loading import load_blocks, parse_dtype
-    from potluck.core.server.runner import dynamic_arguments
+    from potluck.core.server.runner import start_policies
     from potluck.core.server.server import BlockServer
 
     progress("Measuring free memory")
@@ -188,8 +182,8 @@ async def start_serving(spec, options, config: NodeConfig, dht, progress: Callab
         raise NodeSetupError(f"Ran out of memory while loading {words}. Close other programs or set a lower "
                              "memory limit in Settings.") from None
     progress(f"Joining the swarm with {words}")
-    server = await BlockServer.create(spec, stack, dht, options.server, admit=options.admit,
-                                      **dynamic_arguments(spec, options, dtype))  # resize and rebalance at runtime
+    server = await BlockServer.create(spec, stack, dht, options.server, admit=options.admit)
+    start_policies(server, spec, options, dtype)  # resize and rebalance at runtime
     return Serving(server, time.monotonic())
 
 
@@ -213,8 +207,6 @@ def release_memory() -> None:
 
 def memory_bytes(device: str) -> tuple[int, int]:
     """(used by this node, free on the device): GPU memory held by torch on a GPU, else this process's RAM."""
-    from potluck.core.server.memory import available_ram_bytes
-
     if device.startswith("cuda"):
         import torch
 

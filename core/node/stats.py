@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from potluck.core import protocol
 from potluck.core.protocol import AlertLevel, NodeState
-from potluck.core.swarm.records import ServerRecord, ServerState
+from potluck.core.swarm.records import ServerRecord, ServerState, online_per_block, unique_servers
 
 # How this PC appears in its own member list while it is not serving (the GUI capitalises unknown words).
 _SELF_STATE = {
@@ -24,13 +24,6 @@ _SELF_STATE = {
     NodeState.FAILED: "failed",
 }
 
-# The client's stop reasons (core.client.model.GenerationResult) -> the protocol's (core.protocol.StopReason).
-_STOP_REASONS = {
-    "eos": protocol.StopReason.EOS.value,
-    "length": protocol.StopReason.LENGTH.value,
-    "stop_string": protocol.StopReason.STOP_SEQUENCE.value,
-    "cancelled": protocol.StopReason.CANCELLED.value,
-}
 
 
 # ---------------------------------------------------------------------------------------------- words
@@ -165,20 +158,6 @@ def members(records: Iterable[ServerRecord], me: Me | None) -> tuple[protocol.Me
     return tuple(out)
 
 
-def coverage(total_blocks: int, by_block: dict[int, list[ServerRecord]]) -> tuple[int, ...]:
-    """Servers ONLINE per block (draining, joining and offline ones cannot take a new conversation)."""
-    return tuple(sum(1 for r in by_block.get(b, ()) if r.state is ServerState.ONLINE) for b in range(total_blocks))
-
-
-def unique_records(by_block: dict[int, list[ServerRecord]]) -> list[ServerRecord]:
-    """One record per peer (the first seen, in block order)."""
-    seen: dict[str, ServerRecord] = {}
-    for block in sorted(by_block):
-        for record in by_block[block]:
-            seen.setdefault(record.peer_id, record)
-    return list(seen.values())
-
-
 def build_stats(
     contribution: Contribution,
     *,
@@ -206,18 +185,13 @@ def build_stats(
         throughput_tokens_per_second=round(
             throughput_tokens_per_second(contribution.block_tokens_per_second, hosted), 2),
         tokens_used=tokens_used,
-        members=members(unique_records(by_block), me) if by_block is not None else members((), me),
-        coverage=coverage(total_blocks, by_block) if by_block is not None else (),
+        members=members(unique_servers(by_block), me) if by_block is not None else members((), me),
+        coverage=online_per_block(total_blocks, by_block) if by_block is not None else (),
         peer_id=me.peer_id if me is not None else "",
     )
 
 
 # ---------------------------------------------------------------------------------------------- chat
-
-
-def stop_reason(client_reason: str) -> str:
-    """The protocol's stop reason for the client's (unknown reasons pass through: the field is a string)."""
-    return _STOP_REASONS.get(client_reason, client_reason)
 
 
 def sampling_kwargs(cmd: protocol.Generate) -> dict:
@@ -245,9 +219,3 @@ class TextStream:
         piece = stable[len(self.sent):]  # (should a decoder rewrite earlier text, `done` carries the right reply)
         self.sent += piece
         return piece
-
-
-def route_hops(route: Sequence[dict]) -> tuple[protocol.RouteHop, ...]:
-    """The client's route (dicts with peer_id, name, start_block, end_block) as protocol hops."""
-    return tuple(protocol.RouteHop(peer_id=str(h["peer_id"]), name=str(h.get("name") or ""),
-                                   start_block=int(h["start_block"]), end_block=int(h["end_block"])) for h in route)

@@ -165,7 +165,7 @@ def setup_logging(verbose: bool = False) -> None:
     handler.setFormatter(logging.Formatter(_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("core").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("potluck").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 class LogFile:

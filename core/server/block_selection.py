@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from potluck.core.numbers import require_int
 from potluck.core.swarm.records import ServerRecord, ServerState
 
 COVERING_STATES = frozenset({ServerState.ONLINE, ServerState.JOINING})
@@ -37,8 +38,8 @@ def choose_blocks(
     start. `self_peer_id`'s own records are ignored, so a server re-choosing does not count itself.
     `num_blocks` above `total_blocks` is clipped to the whole model.
     """
-    _require_int("num_blocks", num_blocks, minimum=1)
-    _require_int("total_blocks", total_blocks, minimum=1)
+    require_int("num_blocks", num_blocks, minimum=1)
+    require_int("total_blocks", total_blocks, minimum=1)
     others = [r for r in _checked(records) if r.peer_id != self_peer_id]
     return _best_window(min(num_blocks, total_blocks), coverage(total_blocks, others),
                         throughput_per_block(total_blocks, others))
@@ -65,7 +66,7 @@ def should_move(
     """
     if not (isinstance(self_peer_id, str) and self_peer_id):
         raise ValueError(f"self_peer_id must be a non-empty string, got {self_peer_id!r}")
-    _require_int("total_blocks", total_blocks, minimum=1)
+    require_int("total_blocks", total_blocks, minimum=1)
     start, end = _check_range(current_range, total_blocks)
     if isinstance(min_improvement, bool) or not (isinstance(min_improvement, (int, float)) and min_improvement >= 1.0):
         raise ValueError(f"min_improvement must be a number >= 1.0, got {min_improvement!r}")
@@ -103,7 +104,7 @@ def _best_window(num_blocks: int, replicas: Sequence[int], throughputs: Sequence
 
 
 def _hosts_per_block(total_blocks: int, records: Iterable[ServerRecord]) -> list[dict[str, float]]:
-    _require_int("total_blocks", total_blocks, minimum=1)
+    require_int("total_blocks", total_blocks, minimum=1)
     hosts: list[dict[str, float]] = [{} for _ in range(total_blocks)]
     for record in _checked(records):
         if record.state not in COVERING_STATES:
@@ -135,15 +136,8 @@ def _check_range(block_range: tuple[int, int], total_blocks: int) -> tuple[int, 
         start, end = block_range
     except (TypeError, ValueError):
         raise ValueError(f"range must be a (start, end) pair, got {block_range!r}") from None
-    _require_int("range start", start, minimum=0)
-    _require_int("range end", end, minimum=0)
+    require_int("range start", start, minimum=0)
+    require_int("range end", end, minimum=0)
     if not start < end <= total_blocks:
         raise ValueError(f"range {start}:{end} must satisfy 0 <= start < end <= total_blocks ({total_blocks})")
     return start, end
-
-
-def _require_int(name: str, value: object, *, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")

@@ -1,9 +1,10 @@
 """Runtime resize: shed blocks when another program takes the memory, grow back when it is free for a while.
 
-The watcher polls an injectable memory probe (free VRAM or available RAM). Below the reserve it sheds blocks from
-the end of the range: it announces the smaller range first (so new routes avoid the blocks), asks the sessions
-that use them to move, then lets go of the weights. When free memory has stayed above reserve + one block +
-margin for `grow_after_seconds`, it loads blocks back, up to the range it started with.
+The watcher polls an injectable memory probe (free VRAM or available RAM). Below the reserve it asks the server
+to host fewer blocks, from the end of the range (the server announces the smaller range first, so new routes
+avoid the blocks, then asks the sessions that use them to move; the weights go once no session holds them).
+When free memory has stayed above reserve + one block + margin for `grow_after_seconds`, it loads blocks back,
+up to the range the server started with. The numbers are decided by pure functions in core/server/sizing.py.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import gc
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from potluck.core import wire
+from potluck.core.server.ranges import LoadRange, RangeOwner, restack
 from potluck.core.server.sizing import blocks_to_grow, blocks_to_shed
-
-if TYPE_CHECKING:
-    from potluck.core.server.server import BlockServer
+from potluck.core.wire.control import DrainReason
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,11 @@ class ResizePolicy:
 
 
 class MemoryWatcher:
-    def __init__(self, server: "BlockServer", probe: Callable[[], int], policy: ResizePolicy, load_range):
+    def __init__(self, server: RangeOwner, probe: Callable[[], int], policy: ResizePolicy, load_range: LoadRange):
         self.server, self.probe, self.policy, self.load_range = server, probe, policy, load_range
         self.target_end = server.stack.end  # grow back up to the range the server started with
         self._high_since: float | None = None
         self._grow_candidates: list[int] = []
-        self.events: list[dict] = []  # what happened, for stats and tests
 
     async def run(self) -> None:
         while True:
@@ -73,26 +71,13 @@ class MemoryWatcher:
     async def shed(self, count: int) -> None:
         if count <= 0:
             return
-        server, old = self.server, self.server.stack
-        new_end = old.end - count
-        server.stack = old.subrange(old.start, new_end)
-        await server.announce()  # new routes avoid the shed blocks from now on
-        for handler in server.session_handlers():
-            if handler.session is not None and handler.session.stack.end > new_end:
-                await handler.send(wire.encode_json({"op": "drain", "reason": "resize",
-                                                     "message": f"this server now hosts blocks {old.start}:{new_end}"}))
+        old = self.server.stack
+        await self.server.change_range(old.subrange(old.start, old.end - count), DrainReason.SHRINKING)
         del old
         gc.collect()  # the shed layers go as soon as no session holds them
-        self.events.append({"shed": count, "range": [server.stack.start, server.stack.end], "time": time.time()})
-        log.warning("free memory below the reserve: now hosting blocks %s:%s", server.stack.start, server.stack.end)
 
     async def grow(self, count: int) -> None:
-        server = self.server
-        start, end = server.stack.end, min(server.stack.end + count, self.target_end)
-        if end <= start:
-            return
-        more = await asyncio.to_thread(self.load_range, start, end)
-        server.stack = server.stack.extended(more)
-        await server.announce()
-        self.events.append({"grew": end - start, "range": [server.stack.start, server.stack.end], "time": time.time()})
-        log.warning("memory is free again: now hosting blocks %s:%s", server.stack.start, server.stack.end)
+        stack = self.server.stack
+        end = min(stack.end + count, self.target_end)
+        if end > stack.end:
+            await self.server.change_range(await restack(stack, stack.start, end, self.load_range))

@@ -10,8 +10,14 @@ from dataclasses import dataclass, field
 from typing import AsyncContextManager, Callable
 
 from potluck.core.model.loading import ModelSpec, load_blocks, open_model, parse_dtype
+from potluck.core.server.block_selection import choose_blocks
+from potluck.core.server.memory import probe_free_bytes
+from potluck.core.server.rebalance import Rebalancer
+from potluck.core.server.resize import MemoryWatcher, ResizePolicy
 from potluck.core.server.server import BlockServer, ServerConfig
+from potluck.core.server.sizing import MemoryPlanInput, plan_num_blocks
 from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm.records import unique_servers
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +48,6 @@ def choose_range(spec: ModelSpec, options: ServeOptions, dht) -> tuple[int, int]
         if not 0 <= start < end <= spec.num_blocks:
             raise ValueError(f"--blocks {start}:{end} is outside this model's 0:{spec.num_blocks}")
         return start, end
-    from potluck.core.server.block_selection import choose_blocks
-
     count = options.num_blocks if options.num_blocks is not None else size_from_memory(spec, options).num_blocks
     count = max(1, min(count, spec.num_blocks))
     records = []
@@ -53,14 +57,11 @@ def choose_range(spec: ModelSpec, options: ServeOptions, dht) -> tuple[int, int]
             by_block = loop.run_until_complete(swarm_dht.fetch_records(dht, spec.uid, range(spec.num_blocks)))
         finally:
             loop.close()
-        records = swarm_dht.unique_servers(by_block)
+        records = unique_servers(by_block)
     return choose_blocks(count, spec.num_blocks, records)
 
 
 def size_from_memory(spec: ModelSpec, options: ServeOptions):
-    from potluck.core.server.memory import probe_free_bytes
-    from potluck.core.server.sizing import MemoryPlanInput, plan_num_blocks
-
     dtype = parse_dtype(options.dtype, options.device)
     free_bytes = probe_free_bytes(options.device)
     return plan_num_blocks(MemoryPlanInput(
@@ -81,8 +82,8 @@ async def run_server(options: ServeOptions, on_ready: Callable[[BlockServer], No
         async with options.attach(dht) if options.attach is not None else contextlib.nullcontext():
             start, end = await asyncio.to_thread(choose_range, spec, options, dht)  # it runs its own event loop
             stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device)
-            server = await BlockServer.create(spec, stack, dht, options.server, admit=options.admit,
-                                              **dynamic_arguments(spec, options, dtype))
+            server = await BlockServer.create(spec, stack, dht, options.server, admit=options.admit)
+            start_policies(server, spec, options, dtype)
             on_ready(server)
             await stop.wait()
             await server.drain()
@@ -92,19 +93,18 @@ async def run_server(options: ServeOptions, on_ready: Callable[[BlockServer], No
         dht.shutdown()
 
 
-def dynamic_arguments(spec: ModelSpec, options: ServeOptions, dtype) -> dict:
-    """What lets a server change its range: runtime resize, and rebalancing when it chose its range itself."""
-    from potluck.core.server.memory import probe_free_bytes
-    from potluck.core.server.resize import ResizePolicy
+def start_policies(server: BlockServer, spec: ModelSpec, options: ServeOptions, dtype) -> None:
+    """What changes a server's range at runtime: resize under memory pressure, and rebalancing when the server
+    chose its range itself (an explicit --blocks range stays where the owner put it)."""
+    def load_range(start: int, end: int):
+        return load_blocks(spec, start, end, dtype, options.device)
 
-    arguments: dict = dict(load_range=lambda start, end: load_blocks(spec, start, end, dtype, options.device))
     if options.resize:
         per_block = spec.block_bytes(dtype) + spec.cache_bytes_per_token(dtype) * options.server.cache_tokens
-        arguments.update(memory_probe=lambda: probe_free_bytes(options.device),
-                         resize_policy=ResizePolicy(reserve_bytes=options.reserve_bytes, per_block_bytes=per_block))
-    if options.blocks is None:  # an explicit --blocks range stays where the owner put it
-        arguments.update(rebalance_period_seconds=options.rebalance_period_seconds)
-    return arguments
+        policy = ResizePolicy(reserve_bytes=options.reserve_bytes, per_block_bytes=per_block)
+        server.run_in_background(MemoryWatcher(server, lambda: probe_free_bytes(options.device), policy, load_range).run())
+    if options.blocks is None:
+        server.run_in_background(Rebalancer(server, load_range, options.rebalance_period_seconds).run())
 
 
 def serve_forever(options: ServeOptions, on_ready: Callable[[BlockServer], None]) -> None:

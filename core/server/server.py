@@ -1,8 +1,12 @@
 """The block server: hosts blocks [start, end) of one model, serves inference sessions, announces itself.
 
 Lifecycle: `await BlockServer.create(...)` registers the stream handlers and announces JOINING then ONLINE;
-`await server.drain()` stops accepting sessions and waits for live ones to end or move; `await server.shutdown()`
-announces OFFLINE and closes everything. Nothing here starts work in a constructor.
+`await server.drain()` stops accepting sessions and waits for live ones to end or move (`resume()` takes new
+ones again); `await server.shutdown()` announces OFFLINE, closes everything and lets go of the weights.
+
+The server owns its range and its state: `change_range` is the one way to host other blocks (policies such as
+runtime resize and rebalancing call it, core/server/resize.py and rebalance.py), and it tells the sessions that
+lose blocks to move. Nothing here starts work in a constructor.
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ from dataclasses import dataclass, field
 
 import hivemind
 import torch
-
-from potluck.core import __version__, wire
+from potluck.core import __version__
 from potluck.core.model.families import BlockStack
 from potluck.core.model.loading import ModelSpec, dtype_name
-from potluck.core.server import handlers
+from potluck.core.server.handlers import SessionHandler, serve_ping, serve_push
 from potluck.core.server.sessions import CacheBudget, ServerSession, SessionError
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm.records import ServerRecord, ServerState
 from potluck.core.swarm.streams import PING_PROTOCOL, PUSH_PROTOCOL, SESSION_PROTOCOL
+from potluck.core.wire import control, framing
+from potluck.core.wire.control import DrainReason, ErrorCode
 
 log = logging.getLogger(__name__)
 
 INLINE_COMPUTE_TOKEN_BLOCKS = 64  # steps smaller than this (tokens x blocks) run on the event loop: no thread hop
+REFUSE_DRAIN_SECONDS = 1.0  # how long a refused stream waits for its caller to finish sending
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,25 @@ class ServerStats:
     bytes_down: int = 0
 
 
+@dataclass(frozen=True)
+class RangeChange:
+    """One change of the hosted range, for stats, logs and tests."""
+
+    old: tuple[int, int]
+    new: tuple[int, int]
+    time: float
+
+    @property
+    def kind(self) -> str:
+        """"shrink", "grow" or "move"."""
+        (old_start, old_end), (start, end) = self.old, self.new
+        if old_start <= start and end <= old_end:
+            return "shrink"
+        if start <= old_start and old_end <= end:
+            return "grow"
+        return "move"
+
+
 class BlockServer:
     def __init__(self, spec: ModelSpec, stack: BlockStack, dht: hivemind.DHT, p2p, config: ServerConfig, admit=None):
         self.spec, self.stack, self.dht, self.p2p, self.config = spec, stack, dht, p2p, config
@@ -63,25 +88,18 @@ class BlockServer:
         self.stats = ServerStats()
         self.state = ServerState.JOINING
         self.throughput_tokens_per_second = 0.0
-        self._handlers: dict[str, handlers.SessionHandler] = {}
+        self.range_changes: list[RangeChange] = []
+        self._handlers: dict[str, SessionHandler] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._background: list[asyncio.Task] = []
         self._last_expiration = 0.0
         self._announced_blocks = (stack.start, stack.end)  # every block we ever announced (shed ones included)
-        self.watcher = None
-        self.moves: list[dict] = []  # rebalancing moves, for stats and tests
-        self._background: list[asyncio.Task] = []
-        self._announcer: asyncio.Task | None = None
         self._compute_lock = asyncio.Lock()
 
     @classmethod
-    async def create(cls, spec: ModelSpec, stack: BlockStack, dht: hivemind.DHT, config: ServerConfig, admit=None,
-                     memory_probe=None, resize_policy=None, load_range=None,
-                     rebalance_period_seconds: float | None = None) -> "BlockServer":
-        """Announce, measure, register handlers, go ONLINE.
-
-        With `load_range` (start, end -> BlockStack) the server can change its range: with a memory probe and a
-        policy it sheds and grows blocks at runtime, and with a rebalance period it moves where the swarm needs it.
-        """
+    async def create(cls, spec: ModelSpec, stack: BlockStack, dht: hivemind.DHT, config: ServerConfig,
+                     admit=None) -> "BlockServer":
+        """Announce, measure, register handlers, go ONLINE, and keep announcing every period."""
         p2p = await dht.replicate_p2p()
         self = cls(spec, stack, dht, p2p, config, admit)
         await self.announce()
@@ -90,17 +108,14 @@ class BlockServer:
             await p2p.add_binary_stream_handler(protocol, self.stream_handler(protocol))
         self.state = ServerState.ONLINE
         await self.announce()
-        self._announcer = asyncio.create_task(self._announce_forever())
-        if memory_probe is not None and resize_policy is not None and load_range is not None:
-            from potluck.core.server.resize import MemoryWatcher
-
-            self.watcher = MemoryWatcher(self, memory_probe, resize_policy, load_range)
-            self._background.append(asyncio.create_task(self.watcher.run()))
-        if rebalance_period_seconds and load_range is not None:
-            from potluck.core.server.rebalance import rebalance_forever
-
-            self._background.append(asyncio.create_task(rebalance_forever(self, rebalance_period_seconds, load_range)))
+        self.run_in_background(self._announce_forever())
         return self
+
+    def run_in_background(self, coro) -> asyncio.Task:
+        """Run `coro` (a policy loop) for as long as the server runs; shutdown cancels it."""
+        task = asyncio.create_task(coro)
+        self._background.append(task)
+        return task
 
     def stream_handler(self, protocol: str):
         """The admission-checked handler for `protocol` (what p2pd calls), or None. The node also calls it for
@@ -128,38 +143,37 @@ class BlockServer:
         return guarded
 
     async def _on_session(self, peer_id, reader, writer):
-        await handlers.SessionHandler(self, peer_id, reader, writer).serve()
+        await SessionHandler(self, peer_id, reader, writer).serve()
 
     async def _on_push(self, peer_id, reader, writer):
-        await handlers.serve_push(self, peer_id, reader, writer)
+        await serve_push(self, peer_id, reader, writer)
 
     async def _on_ping(self, peer_id, reader, writer):
-        await handlers.serve_ping(self, peer_id, reader, writer)
+        await serve_ping(self, peer_id, reader, writer)
 
     # ---- sessions ---------------------------------------------------------------------------------------------
     @property
     def draining(self) -> bool:
         return self.state is ServerState.DRAINING
 
-    def open_session(self, request: dict, client_peer: str, handler: "handlers.SessionHandler") -> ServerSession:
+    def open_session(self, request: control.Open, client_peer: str, handler: SessionHandler) -> ServerSession:
         if self.state is not ServerState.ONLINE:
             raise SessionError(f"this server is {self.state.value} and accepts no new sessions")
-        if request["model"] != self.spec.uid:
-            raise SessionError(f"this server hosts {self.spec.uid}, not {request['model']}")
-        start, end = request["start"], request["end"]
-        if not self.stack.start <= start < end <= self.stack.end:
-            raise SessionError(f"blocks {start}:{end} are not all hosted here ({self.stack.start}:{self.stack.end})")
-        if not 0 < request["max_length"] <= self.config.max_session_tokens:
+        if request.model != self.spec.uid:
+            raise SessionError(f"this server hosts {self.spec.uid}, not {request.model}")
+        if not self.stack.start <= request.start < request.end <= self.stack.end:
+            raise SessionError(f"blocks {request.start}:{request.end} are not all hosted here "
+                               f"({self.stack.start}:{self.stack.end})")
+        if request.max_length > self.config.max_session_tokens:
             raise SessionError(f"max_length must be between 1 and {self.config.max_session_tokens}")
-        session_id = request["session_id"]
-        if session_id in self._handlers:
-            raise SessionError(f"session {session_id} is already open")
-        self.budget.reserve(session_id, request["max_length"])
+        if request.session_id in self._handlers:
+            raise SessionError(f"session {request.session_id} is already open")
+        self.budget.reserve(request.session_id, request.max_length)
         session = ServerSession(
-            session_id, client_peer, self.stack.subrange(start, end), request["max_length"],
-            next_hop=request["next"], prev_peer=request["prev_peer"], ephemeral=request["ephemeral"],
+            request.session_id, client_peer, self.stack.subrange(request.start, request.end), request.max_length,
+            next_hop=request.next, prev_peer=request.prev_peer,
         )
-        self._handlers[session_id] = handler
+        self._handlers[request.session_id] = handler
         self.stats.sessions_served += 1
         return session
 
@@ -167,14 +181,11 @@ class BlockServer:
         self._handlers.pop(session.session_id, None)
         self.budget.release(session.session_id)
 
-    def handler_for_push(self, session_id, pusher: str):
-        handler = self._handlers.get(session_id) if isinstance(session_id, str) else None
+    def handler_for_push(self, session_id: str, pusher: str) -> SessionHandler | None:
+        handler = self._handlers.get(session_id)
         if handler is None or handler.session is None or handler.session.prev_peer != pusher:
             return None
         return handler
-
-    def session_handlers(self) -> list["handlers.SessionHandler"]:
-        return list(self._handlers.values())
 
     @property
     def active_sessions(self) -> int:
@@ -186,6 +197,21 @@ class BlockServer:
         async with self._compute_lock:  # one big chunk at a time: they share the same cores
             return await asyncio.to_thread(session.run_step, position, hidden)
 
+    # ---- the hosted range ----------------------------------------------------------------------------------------
+    async def change_range(self, stack: BlockStack, reason: DrainReason = DrainReason.MOVING) -> None:
+        """Host `stack` from now on: announce it (new routes follow at once), then ask every session that used
+        blocks outside it to move, for `reason`. Sessions keep their own views of the old blocks until they leave."""
+        old = (self.stack.start, self.stack.end)
+        self.stack = stack
+        await self.announce()
+        words = f"this server now hosts blocks {stack.start}:{stack.end}"
+        for handler in list(self._handlers.values()):
+            session = handler.session
+            if session is not None and not (stack.start <= session.stack.start and session.stack.end <= stack.end):
+                await handler.tell_drain(reason, words)
+        self.range_changes.append(RangeChange(old, (stack.start, stack.end), time.time()))
+        log.warning("now hosting blocks %s:%s (was %s:%s)", stack.start, stack.end, *old)
+
     # ---- announcements ----------------------------------------------------------------------------------------
     def record(self) -> ServerRecord:
         return ServerRecord(
@@ -194,6 +220,9 @@ class BlockServer:
             cache_tokens_left=self.budget.left_tokens, addrs=self.addrs,
             version=__version__, extra={"dtype": self.dtype_name},
         )
+
+    def record_json(self) -> dict:
+        return self.record().to_wire()
 
     async def announce(self) -> bool:
         if not self.dht.is_alive():  # e.g. a SIGTERM to our whole process group reached the DHT process first
@@ -218,7 +247,7 @@ class BlockServer:
 
     # ---- leaving ----------------------------------------------------------------------------------------------
     async def drain(self) -> None:
-        """Accept no new sessions, tell clients, and wait (bounded) until live sessions are gone."""
+        """Accept no new sessions, tell clients to move, and wait (bounded) until live sessions are gone."""
         if self.state is ServerState.ONLINE:
             self.state = ServerState.DRAINING
             try:
@@ -226,15 +255,19 @@ class BlockServer:
             except Exception as e:  # the DHT may be gone already; draining goes on
                 log.warning("could not announce draining: %s", e)
             for handler in list(self._handlers.values()):
-                if handler.session is not None and not handler.session.ephemeral:
-                    await handler.send(wire.encode_json({"op": "drain", "reason": "drain", "message": "this server is draining"}))
+                await handler.tell_drain(DrainReason.LEAVING, "this server is draining")
         deadline = time.monotonic() + self.config.drain_timeout_seconds
         while self._handlers and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
+    async def resume(self) -> None:
+        """Take new sessions again after a drain (the owner resumed before the pause finished)."""
+        if self.state is ServerState.DRAINING:
+            self.state = ServerState.ONLINE
+            await self.announce()
+
     async def shutdown(self) -> None:
-        if self._announcer is not None:
-            self._announcer.cancel()
+        """Announce OFFLINE, remove the handlers, end the sessions, and let go of the weights."""
         for task in self._background:
             task.cancel()
         self.state = ServerState.OFFLINE
@@ -249,16 +282,14 @@ class BlockServer:
                 pass
         for task in list(self._tasks):
             task.cancel()
-
-
-REFUSE_DRAIN_SECONDS = 1.0  # how long a refused stream waits for its caller to finish sending
+        self.stack = None  # whatever still points at this server must not keep the weights alive
 
 
 async def _refuse(reader, writer, message: str) -> None:
     """Answer and close. What the caller already sent is read (bounded) first: closing with unread bytes made
     p2pd reset the stream, and 16 of 200 refusals never reached the caller."""
     try:
-        await wire.send(writer, wire.encode_json({"op": "error", "message": message, "code": "NotAMember"}))
+        await framing.send(writer, control.encode(control.ErrorReply(message, ErrorCode.NOT_A_MEMBER)))
         await asyncio.wait_for(_discard(reader, 1 << 20), REFUSE_DRAIN_SECONDS)
     except (ConnectionError, RuntimeError, asyncio.TimeoutError):
         pass

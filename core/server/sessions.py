@@ -8,20 +8,23 @@ is refused: it would leave a hole.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
-
 from potluck.core.model.families import BlockStack
+from potluck.core.wire.control import ErrorCode, NextHop
 
 
 class SessionError(ValueError):
-    """A session request or step that the server refuses; the message is sent back to the client."""
+    """A session request or step that the server refuses; the message is sent back to the client with `code`."""
+
+    code = ErrorCode.REFUSED
 
 
 class CacheFullError(SessionError):
     """Opening this session would pass the server's attention-cache budget."""
+
+    code = ErrorCode.CACHE_FULL
 
 
 class CacheBudget:
@@ -55,13 +58,6 @@ class CacheBudget:
         self._reserved.pop(session_id, None)
 
 
-@dataclass(frozen=True)
-class NextHop:
-    peer_id: str  # the server this session pushes its outputs to
-    session_id: str  # the session id the client opened there
-    addrs: tuple[str, ...] = ()  # its announced multiaddrs, to dial it if our daemon does not know it yet
-
-
 @dataclass
 class ServerSession:
     session_id: str
@@ -70,11 +66,8 @@ class ServerSession:
     max_length: int
     next_hop: NextHop | None = None
     prev_peer: str | None = None  # the only peer allowed to push into this session
-    ephemeral: bool = False  # a forward pass: the cache is dropped when the stream ends
     cache: object = None
     history: list[torch.Tensor] = field(default_factory=list)  # output chunks, in order, for fail-over replay
-    last_active: float = field(default_factory=time.monotonic)
-    tokens_processed: int = 0
 
     def __post_init__(self) -> None:
         from transformers import DynamicCache
@@ -102,8 +95,6 @@ class ServerSession:
             out = self.stack(hidden.to(device=param.device, dtype=param.dtype), self.cache)
         out = out.to(device="cpu", dtype=hidden.dtype)
         self.history.append(out)
-        self.tokens_processed += n_tokens
-        self.last_active = time.monotonic()
         return out
 
     def history_upto(self, position: int) -> torch.Tensor:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-GIB = 1024**3
-MIB = 1024**2
-KIB = 1024
+from potluck.core.errors import PotluckError
+from potluck.core.numbers import format_bytes, require_int
 
 DEVICES = ("cuda", "cpu")
 LIMITS = ("memory", "model size", "user cap")
 
 
-class SizingError(Exception):
+class SizingError(PotluckError):
     """Not even one block fits; the message says why in words and numbers, for the owner to read."""
 
 
@@ -41,11 +40,11 @@ class MemoryPlanInput:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         for name in ("free_bytes", "cache_bytes_per_token_per_block", "cache_tokens", "workspace_bytes",
                      "reserve_bytes"):
-            _require_int(name, getattr(self, name), minimum=0)
-        _require_int("bytes_per_block", self.bytes_per_block, minimum=1)
-        _require_int("max_blocks", self.max_blocks, minimum=1)
+            require_int(name, getattr(self, name), minimum=0)
+        require_int("bytes_per_block", self.bytes_per_block, minimum=1)
+        require_int("max_blocks", self.max_blocks, minimum=1)
         if self.user_cap_blocks is not None:
-            _require_int("user_cap_blocks", self.user_cap_blocks, minimum=1)
+            require_int("user_cap_blocks", self.user_cap_blocks, minimum=1)
 
     @property
     def cache_bytes_per_block(self) -> int:
@@ -104,10 +103,10 @@ def blocks_to_shed(current_blocks: int, free_bytes_now: int, reserve_bytes: int,
     `per_block_total_bytes` is what unloading one block gives back (its weights and its cache). The answer never
     exceeds `current_blocks`; when it equals it, the server can keep nothing and should pause.
     """
-    _require_int("current_blocks", current_blocks, minimum=0)
-    _require_int("free_bytes_now", free_bytes_now, minimum=0)
-    _require_int("reserve_bytes", reserve_bytes, minimum=0)
-    _require_int("per_block_total_bytes", per_block_total_bytes, minimum=1)
+    require_int("current_blocks", current_blocks, minimum=0)
+    require_int("free_bytes_now", free_bytes_now, minimum=0)
+    require_int("reserve_bytes", reserve_bytes, minimum=0)
+    require_int("per_block_total_bytes", per_block_total_bytes, minimum=1)
     shortfall_bytes = reserve_bytes - free_bytes_now
     if shortfall_bytes <= 0:
         return 0
@@ -130,17 +129,17 @@ def blocks_to_grow(
     so a server that just shed does not grow straight back. `margin_bytes` defaults to half a block. The caller
     grows only after this has stayed positive for a while (its own timer), and takes the smallest value seen.
     """
-    _require_int("current_blocks", current_blocks, minimum=0)
-    _require_int("free_bytes_now", free_bytes_now, minimum=0)
-    _require_int("reserve_bytes", reserve_bytes, minimum=0)
-    _require_int("per_block_total_bytes", per_block_total_bytes, minimum=1)
-    _require_int("max_blocks", max_blocks, minimum=1)
+    require_int("current_blocks", current_blocks, minimum=0)
+    require_int("free_bytes_now", free_bytes_now, minimum=0)
+    require_int("reserve_bytes", reserve_bytes, minimum=0)
+    require_int("per_block_total_bytes", per_block_total_bytes, minimum=1)
+    require_int("max_blocks", max_blocks, minimum=1)
     if margin_bytes is None:
         margin_bytes = per_block_total_bytes // 2
-    _require_int("margin_bytes", margin_bytes, minimum=0)
+    require_int("margin_bytes", margin_bytes, minimum=0)
     limit_blocks = max_blocks
     if user_cap_blocks is not None:
-        _require_int("user_cap_blocks", user_cap_blocks, minimum=1)
+        require_int("user_cap_blocks", user_cap_blocks, minimum=1)
         limit_blocks = min(limit_blocks, user_cap_blocks)
     if current_blocks > max_blocks:
         raise ValueError(f"current_blocks ({current_blocks}) exceeds max_blocks ({max_blocks})")
@@ -148,21 +147,6 @@ def blocks_to_grow(
     if spare_bytes < per_block_total_bytes:
         return 0
     return max(0, min(spare_bytes // per_block_total_bytes, limit_blocks - current_blocks))
-
-
-def format_bytes(num_bytes: float) -> str:
-    """Human-readable size with about two significant digits: '7.8 GiB', '0.41 GiB', '12.0 MiB'."""
-    size = abs(num_bytes)
-    sign = "-" if num_bytes < 0 else ""
-    if size >= GIB:
-        return f"{sign}{size / GIB:.1f} GiB"
-    if size >= 100 * MIB:
-        return f"{sign}{size / GIB:.2f} GiB"
-    if size >= MIB:
-        return f"{sign}{size / MIB:.1f} MiB"
-    if size >= KIB:
-        return f"{sign}{size / KIB:.1f} KiB"
-    return f"{sign}{int(size)} bytes"
 
 
 def _where(device: str) -> str:
@@ -196,10 +180,3 @@ def _refusal(inp: MemoryPlanInput) -> str:
 
 def _plural(n: int) -> str:
     return f"{n} block" if n == 1 else f"{n} blocks"
-
-
-def _require_int(name: str, value: object, *, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")

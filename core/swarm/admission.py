@@ -37,9 +37,9 @@ from hivemind.proto import crypto_pb2
 from hivemind.proto.auth_pb2 import AccessToken
 from hivemind.utils.auth import TokenAuthorizerBase
 from hivemind.utils.crypto import RSAPrivateKey, RSAPublicKey
-
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.membership import Membership
+from potluck.core.swarm.store import SwarmStore
 
 logger = logging.getLogger(__name__)
 
@@ -190,8 +190,6 @@ class StoreMembership:
     def __call__(self) -> Membership | None:
         from pathlib import Path
 
-        from potluck.core.swarm.store import SwarmStore
-
         return SwarmStore(Path(self.store_path) if self.store_path else None).membership(self.swarm_id)
 
 
@@ -251,10 +249,6 @@ async def _reload_membership(dht, node) -> None:
     node.protocol.authorizer.reload_membership()
 
 
-async def _read_stats(dht, node) -> dict[str, int]:
-    return dict(node.protocol.authorizer.stats)
-
-
 def push_membership(dht, membership: Membership) -> None:
     """Hand a new member list to the authorizer inside a running DHT's process (takes effect immediately)."""
     dht.run_coroutine(functools.partial(_install_membership, ms.to_wire(membership)))
@@ -264,8 +258,3 @@ def reload_membership(dht, wait: bool = True):
     """Make a running DHT's authorizer re-read its membership source now (it keeps the source, unlike push).
     With `wait=False`, returns the future at once (keep a reference to it until it is done)."""
     return dht.run_coroutine(_reload_membership, return_future=not wait)
-
-
-def authorizer_stats(dht) -> dict[str, int]:
-    """Counts of accepted tokens and of refusals by reason, from a running DHT's authorizer."""
-    return dht.run_coroutine(_read_stats)

@@ -1,25 +1,18 @@
-"""Small binary encodings shared by invite codes and identity files: base58 (Bitcoin alphabet) and varints."""
+"""Small binary encodings shared by invite codes and identity files: base58 (the `base58` library) and varints."""
 
 from __future__ import annotations
 
-B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+import base58
 
 
 def b58encode(raw: bytes) -> str:
-    n, out = int.from_bytes(raw, "big"), ""
-    while n:
-        n, r = divmod(n, 58)
-        out = B58_ALPHABET[r] + out
-    return "1" * (len(raw) - len(raw.lstrip(b"\0"))) + out
+    """Base58 (Bitcoin alphabet), as peer ids are written."""
+    return base58.b58encode(raw).decode("ascii")
 
 
 def b58decode(text: str) -> bytes:
     """Raises ValueError for a character outside the alphabet."""
-    n = 0
-    for c in text:
-        n = n * 58 + B58_ALPHABET.index(c)
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
+    return base58.b58decode(text)
 
 
 def varint(n: int) -> bytes:

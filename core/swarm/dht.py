@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import hivemind
 from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.utils import get_dht_time
-
+from potluck.core.swarm.admission import owner_peer_id
 from potluck.core.swarm.records import RecordError, ServerRecord
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,6 @@ def subkey_owner(subkey, signed: bool) -> str | None:
         return None
     if not signed:
         return subkey
-    from potluck.core.swarm.admission import owner_peer_id
-
     owner = owner_peer_id(subkey.encode())
     return owner if owner is not None and subkey.startswith(owner + "[owner:") else None
 
@@ -253,15 +251,6 @@ async def fetch_models(dht: hivemind.DHT) -> dict[str, int]:
         if isinstance(uid, str) and isinstance(blocks, int) and 0 < blocks <= 10_000:
             models[uid] = blocks
     return models
-
-
-def unique_servers(by_block: dict[int, list[ServerRecord]]) -> list[ServerRecord]:
-    """One record per peer (the one seen first), in block order."""
-    seen: dict[str, ServerRecord] = {}
-    for block in sorted(by_block):
-        for record in by_block[block]:
-            seen.setdefault(record.peer_id, record)
-    return list(seen.values())
 
 
 def now() -> float:

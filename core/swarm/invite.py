@@ -32,6 +32,7 @@ import unicodedata
 import zlib
 from dataclasses import dataclass
 
+from potluck.core.errors import PotluckError
 from potluck.core.swarm.codec import b58decode, b58encode, read_varint, varint
 
 FORMAT_VERSION = 1
@@ -53,7 +54,7 @@ _SURROUNDING = "`'\"<>()[]{}.,;:!?\u201c\u201d\u2018\u2019"
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
-class InviteError(ValueError):
+class InviteError(PotluckError, ValueError):
     """A code cannot be used; str(error) is a sentence meant for the user."""
 
 

@@ -1,7 +1,7 @@
 """The join handshake: a friend with an invite code becomes a member, on the inviter's node.
 
 Over one hivemind stream (`/potluck/join/1`, Noise-encrypted; the joiner's peer id is the authenticated id of
-the connection, never a claim in the message), two JSON frames (core.wire framing, no pickle):
+the connection, never a claim in the message), two JSON frames (core/wire/framing.py, no pickle):
 
     joiner -> inviter  {"op": "join", "version": 1, "swarm_id", "invite_id", "credential": 32 hex,
                         "name": "Bruno's PC", "reach_back": ["/ip4/<joiner>/tcp/<port>/p2p/<id>", ...]}
@@ -24,7 +24,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import re
 import time
@@ -33,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from potluck.core import wire
+from potluck.core.errors import PotluckError
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm import reachability
 from potluck.core.swarm.invite import Invite, format_utc, parse_multiaddr
 from potluck.core.swarm.secure import SwarmNode, store_lock
 from potluck.core.swarm.store import RedeemError
+from potluck.core.wire import framing
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ MAX_REACH_BACK = 8
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-class JoinError(RuntimeError):
+class JoinError(PotluckError, RuntimeError):
     """A join was refused or failed; `code` says why (for programs), str(error) says it for the user."""
 
     CODES = ("unknown", "invalid", "cancelled", "expired", "used_up", "revoked", "no_reach_back", "unreachable",
@@ -188,7 +188,7 @@ class JoinService:
                 self.stats["failed"] += 1
                 reply = {"op": "error", "code": "protocol", "message": "the inviter's PC could not process the join "
                                                                        f"({type(e).__name__}); ask it to check its log"}
-            await asyncio.wait_for(wire.send(writer, wire.encode_json(reply)), REQUEST_TIMEOUT_SECONDS)
+            await asyncio.wait_for(framing.send(writer, framing.json_frame(reply)), REQUEST_TIMEOUT_SECONDS)
             await asyncio.wait_for(reader.read(MAX_REQUEST_BYTES), 1.0)  # let the joiner close first: closing with
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):  # unread bytes can lose the reply
             pass
@@ -259,7 +259,6 @@ async def request_join(invite: Invite, identity_path: Path, host: str, name: str
     """Join through the invite's bootstrap peers, as the identity in `identity_path` listening on host:port.
     Raises JoinError with advice (unreachable, one-way reachability, used-up code, ...)."""
     from hivemind.p2p import P2P
-
     from potluck.core.swarm.admission import tailnet_p2p_kwargs
     from potluck.core.swarm.streams import PeerUnreachableError, close_writer, open_stream
 
@@ -278,10 +277,10 @@ async def request_join(invite: Invite, identity_path: Path, host: str, name: str
             writer = None
             try:
                 reader, writer = await open_stream(p2p, peer, JOIN_PROTOCOL, [maddr], timeout_seconds=timeout)
-                await wire.send(writer, wire.encode_json(request.to_message()))
+                await framing.send(writer, framing.json_frame(request.to_message()))
                 reply = _decode(await asyncio.wait_for(_receive(reader, MAX_REPLY_BYTES), timeout), MAX_REPLY_BYTES)
             except (PeerUnreachableError, asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError,
-                    wire.WireError) as e:
+                    framing.WireError) as e:
                 last = JoinError("unreachable", f"{maddr} accepted a connection but did not answer the join ({e or 'timed out'}): "
                                                 "is Potluck running there, in this swarm?")
                 continue
@@ -304,22 +303,18 @@ def _with_peer_id(maddrs: list[str], peer_id: str) -> list[str]:
 
 
 async def _receive(reader: asyncio.StreamReader, limit: int) -> bytes:
-    """One frame (core.wire framing), refused before it is read if it is longer than `limit`."""
-    length = int.from_bytes(await reader.readexactly(wire.HEADER_LEN), "big")
-    if length > limit:
-        raise JoinError("bad_request", f"message of {length} bytes is larger than {limit}")
-    return await reader.readexactly(length)
+    """One frame, refused before it is read if it is longer than `limit`."""
+    try:
+        return await framing.receive(reader, limit)
+    except framing.WireError as e:
+        raise JoinError("bad_request", str(e)) from None
 
 
 def _decode(body: bytes, limit: int) -> Any:
-    if len(body) > limit:
-        raise JoinError("bad_request", f"message of {len(body)} bytes is larger than {limit}")
-    if body[:1] != b"J":
-        raise JoinError("bad_request", "expected a JSON message")
     try:
-        return json.loads(body[1:].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise JoinError("bad_request", "not valid JSON") from None
+        return framing.parse_json_frame(body, limit)
+    except framing.WireError as e:
+        raise JoinError("bad_request", str(e)) from None
 
 
 def _check(ok: Any, message: str) -> None:

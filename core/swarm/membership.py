@@ -21,13 +21,15 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
+from potluck.core.errors import PotluckError
+
 MEMBERSHIP_FORMAT = 1
 MAX_MEMBERS = 1000
 _PEER_ID = re.compile(r"[1-9A-HJ-NP-Za-km-z]{20,100}")  # base58 libp2p peer id
 _SWARM_ID = re.compile(r"[0-9a-f]{16}")
 
 
-class MembershipError(ValueError):
+class MembershipError(PotluckError, ValueError):
     """A membership change or a received list is not acceptable; the message says why."""
 
 

@@ -22,10 +22,6 @@ class ServerState(str, enum.Enum):
     DRAINING = "draining"  # finishing or moving its sessions, accepts no new ones
     OFFLINE = "offline"  # announced on clean shutdown; records expire soon after
 
-    @property
-    def routable(self) -> bool:
-        return self is ServerState.ONLINE
-
 
 class RecordError(ValueError):
     """A record from a peer is malformed; the record is dropped, the peer is not trusted for it."""
@@ -120,3 +116,17 @@ def _is_int(x: Any) -> bool:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise RecordError(message)
+
+
+def unique_servers(by_block: Mapping[int, list[ServerRecord]]) -> list[ServerRecord]:
+    """One record per peer (the one seen first), in block order."""
+    seen: dict[str, ServerRecord] = {}
+    for block in sorted(by_block):
+        for record in by_block[block]:
+            seen.setdefault(record.peer_id, record)
+    return list(seen.values())
+
+
+def online_per_block(num_blocks: int, by_block: Mapping[int, list[ServerRecord]]) -> tuple[int, ...]:
+    """Servers ONLINE per block (draining, joining and offline ones cannot take a new conversation)."""
+    return tuple(sum(1 for r in by_block.get(b, ()) if r.state is ServerState.ONLINE) for b in range(num_blocks))

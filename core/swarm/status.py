@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from potluck.core.swarm.records import ServerRecord, ServerState
+from potluck.core.swarm.records import ServerRecord, ServerState, online_per_block
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,12 @@ def replica_warnings(groups: list[BlockGroup]) -> list[str]:
     return warnings
 
 
-def coverage_counts(num_blocks: int, by_block: dict[int, list[ServerRecord]]) -> list[int]:
-    return [sum(1 for r in by_block.get(b, []) if r.state is ServerState.ONLINE) for b in range(num_blocks)]
-
-
 def status_json(model_uid: str, num_blocks: int, by_block: dict[int, list[ServerRecord]]) -> dict:
     groups = group_blocks(num_blocks, by_block)
     return {
         "model": model_uid,
         "num_blocks": num_blocks,
-        "coverage": coverage_counts(num_blocks, by_block),
+        "coverage": list(online_per_block(num_blocks, by_block)),
         "blocks": [
             {"start_block": g.start_block, "end_block": g.end_block,
              "servers": [{"peer_id": s.peer_id, "name": s.name, "state": s.state.value,

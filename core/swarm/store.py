@@ -25,6 +25,7 @@ from typing import Any
 
 from potluck.core import paths
 from potluck.core import secrets as swarm_secrets
+from potluck.core.errors import PotluckError
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.invite import CREDENTIAL_BYTES, SWARM_ID_BYTES, Invite, format_utc
 
@@ -35,7 +36,7 @@ MAX_INVITE_SECONDS = 365 * 24 * 3600
 PRUNE_AFTER_SECONDS = 30 * 24 * 3600  # invites expired this long ago are forgotten
 
 
-class StoreError(RuntimeError):
+class StoreError(PotluckError, RuntimeError):
     """The store cannot do this; the message says why."""
 
 

@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from potluck.core.errors import PotluckError
+
 TAILNET_V4 = ipaddress.IPv4Network("100.64.0.0/10")  # Tailscale's CGNAT range
 QUAD100 = "100.100.100.100"  # Tailscale's in-tailnet service address
 COMMAND_TIMEOUT_SECONDS = 5.0
@@ -69,7 +71,7 @@ _STATE_PROBLEM = {
 }
 
 
-class TailnetError(RuntimeError):
+class TailnetError(PotluckError, RuntimeError):
     """No usable tailnet address; str(error) says what to do."""
 
     def __init__(self, problem: Problem, detail: str = ""):

@@ -6,7 +6,10 @@ import os
 import sys
 from pathlib import Path
 
+import keyring
 import pytest
+from keyring.backend import KeyringBackend
+from keyring.backends import fail
 
 FAKE_NODE = Path(__file__).resolve().parent / "fake_node.py"
 
@@ -81,3 +84,38 @@ def serving_node(qtbot, make_node):
 
     return make
 
+
+class MemoryKeyring(KeyringBackend):
+    """A working keyring backend that keeps passwords in memory (the test's stand-in for the OS keyring)."""
+
+    priority = 1
+
+    def __init__(self):
+        super().__init__()
+        self.data = {}
+
+    def get_password(self, service, key):
+        return self.data.get((service, key))
+
+    def set_password(self, service, key, value):
+        self.data[(service, key)] = value
+
+    def delete_password(self, service, key):
+        self.data.pop((service, key), None)
+
+
+@pytest.fixture
+def memory_keyring():
+    previous = keyring.get_keyring()
+    ring = MemoryKeyring()
+    keyring.set_keyring(ring)
+    yield ring
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def no_keyring():
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    yield
+    keyring.set_keyring(previous)

@@ -54,10 +54,10 @@ DEFAULT_STATS = {
 }
 DEFAULT_SIZING = {
     "num_blocks": 12, "start_block": 12, "end_block": 24, "total_blocks": 32,
-    "explanation": "This PC has 12.5 GB of memory free. After keeping 2 GB for the rest of the computer and 1.5 GB "
-                   "for conversations in progress, 12 blocks of 0.7 GB each fit. Blocks 12–23 had the fewest servers.",
-    "numbers": {"free_memory_bytes": 12_500_000_000, "reserve_bytes": 2_000_000_000,
-                "cache_budget_bytes": 1_500_000_000, "block_bytes": 700_000_000},
+    "explanation": "This PC has 11.6 GiB of memory free. After keeping 2.0 GiB for the rest of the computer and 1.5 "
+                   "GiB for conversations in progress, 12 blocks of 0.65 GiB each fit. Blocks 12–23 had the fewest servers.",
+    "numbers": {"free_memory_bytes": 12_500_000_000, "reserve_bytes": 2 * 2**30,
+                "cache_budget_bytes": 3 * 2**29, "block_bytes": 700_000_000},
 }
 
 

@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication
-
 from potluck.app.app_controller import AppContext, PotluckApp
 from potluck.app.autostart import Autostart
 from potluck.app.config_store import AppConfig, SwarmMode, load_config, save_config
@@ -19,23 +17,24 @@ from potluck.app.secrets_store import SecretKey, SecretStore
 from potluck.app.wizard import real_invite_decoder
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
+from PySide6.QtWidgets import QApplication
+
 from tests.app.node_records import launches, sent_commands
-from tests.app.test_config_and_secrets import MemoryKeyring
-from tests.app.test_wizard import HAVE_INVITE_MODULE, valid_invite_code
+from tests.app.test_wizard import valid_invite_code
 
 WAIT_MS = 15_000
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def context(tmp_path, fake_node_command, ui_settings, icons):
+def context(tmp_path, fake_node_command, ui_settings, icons, memory_keyring):
     record = tmp_path / "record.jsonl"
     import os
 
     return AppContext(
         node_command=fake_node_command,
         config_path=tmp_path / "config" / "app.json",
-        secrets=SecretStore(tmp_path / "secrets.json", keyring_module=MemoryKeyring()),
+        secrets=SecretStore(),
         ui_settings=ui_settings,
         icons=icons,
         autostart=Autostart(["/opt/potluck"], platform="linux", linux_dir=lambda: tmp_path / "autostart"),
@@ -82,7 +81,6 @@ def record_of(context) -> Path:
     return Path(context.base_environment["FAKE_NODE_RECORD"])
 
 
-@pytest.mark.skipif(not HAVE_INVITE_MODULE, reason="core.swarm.invite is not in this checkout yet")
 def test_first_run_join_saves_settings_keeps_the_secret_out_of_files_and_starts_serving(qtbot, context, make_app):
     app = make_app(context)
     app.launch()

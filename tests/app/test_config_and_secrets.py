@@ -6,9 +6,9 @@ import json
 import stat
 
 import pytest
-
 from potluck.app.config_store import AppConfig, ConfigError, ConfigKey, SwarmMode, load_config, save_config
 from potluck.app.secrets_store import SecretKey, SecretStore
+from potluck.core import paths
 
 
 def test_first_run_has_no_config(tmp_path):
@@ -53,43 +53,23 @@ def test_node_values_carry_units():
     assert values["memory_cap_bytes"] == 2 * 2**30 and values["log_dir"] == "/l" and values["mode"] == "join"
 
 
-class MemoryKeyring:
-    def __init__(self):
-        self.data = {}
-
-    def get_password(self, service, key):
-        return self.data.get((service, key))
-
-    def set_password(self, service, key, value):
-        self.data[(service, key)] = value
-
-    def delete_password(self, service, key):
-        self.data.pop((service, key), None)
-
-
-class BrokenKeyring:
-    def get_password(self, service, key):
-        raise RuntimeError("no backend")
-
-    set_password = delete_password = get_password
-
-
-def test_secrets_go_to_the_keyring_when_it_works(tmp_path):
-    ring = MemoryKeyring()
-    store = SecretStore(tmp_path / "secrets.json", keyring_module=ring)
-    store.set(SecretKey.INVITE_CODE, "potluck-abc")
-    assert ring.data == {("potluck", "invite_code"): "potluck-abc"}
-    assert not (tmp_path / "secrets.json").exists()
-    assert store.node_environment() == {"POTLUCK_INVITE_CODE": "potluck-abc"}
+def test_secrets_go_to_the_keyring_when_it_works(memory_keyring):
+    store = SecretStore()
+    assert store.set(SecretKey.INVITE_CODE, "potluck-abc-0123456789").kind == "keyring"
+    assert list(memory_keyring.data.values()) != [] and "potluck-abc" not in str(paths.config_dir())
+    assert not any(paths.config_dir().rglob("*.key"))
+    assert store.where == "the system keyring"
+    assert store.node_environment() == {"POTLUCK_INVITE_CODE": "potluck-abc-0123456789"}
     store.delete(SecretKey.INVITE_CODE)
     assert store.get(SecretKey.INVITE_CODE) is None and store.node_environment() == {}
 
 
-def test_secrets_fall_back_to_a_private_file_and_say_so(tmp_path):
-    store = SecretStore(tmp_path / "secrets.json", keyring_module=BrokenKeyring())
-    store.set(SecretKey.INVITE_CODE, "potluck-xyz")
-    assert "no system keyring" in store.where
-    assert stat.S_IMODE((tmp_path / "secrets.json").stat().st_mode) == 0o600
-    assert SecretStore(tmp_path / "secrets.json", keyring_module=BrokenKeyring()).get(SecretKey.INVITE_CODE) == "potluck-xyz"
+def test_secrets_fall_back_to_a_private_file_and_say_so(no_keyring):
+    store = SecretStore()
+    location = store.set(SecretKey.INVITE_CODE, "potluck-xyz-0123456789")
+    assert location.kind == "file" and "no working system keyring" in store.where
+    assert stat.S_IMODE(location.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(location.path.parent.stat().st_mode) == 0o700
+    assert SecretStore().get(SecretKey.INVITE_CODE) == "potluck-xyz-0123456789"
     store.delete(SecretKey.INVITE_CODE)
     assert store.get(SecretKey.INVITE_CODE) is None

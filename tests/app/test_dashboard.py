@@ -7,6 +7,7 @@ import json
 from potluck.app.dashboard import Dashboard, gave_used_text
 from potluck.app.members_table import EMPTY_TEXT
 from potluck.core.protocol import NodeState, Stats
+
 from tests.app.node_records import launches, sent_commands
 
 WAIT_MS = 15_000
@@ -28,8 +29,8 @@ def test_dashboard_shows_this_pcs_contribution_and_the_swarm(qtbot, serving_node
     assert cards["tokens"][0] == "48,213"
     assert cards["sessions"] == ("57", "2 running now")
     assert cards["uptime"][0] == "3 h 17 min"
-    assert cards["traffic"][0] == "1.8 GB / 960 MB"
-    assert cards["memory"] == ("7.4 GB", "5.1 GB still free")
+    assert cards["traffic"][0] == "1.7 GiB / 0.89 GiB"
+    assert cards["memory"] == ("6.9 GiB", "4.7 GiB still free")
     assert cards["throughput"] == ("41.5", "tokens per second")
     assert cards["gave_used"] == ("48,213 / 12,940", "you gave 3.7× what you used")
     assert dashboard.status_label.text() == "Serving blocks 12–23 of 32 · 2 friends online"
@@ -39,8 +40,8 @@ def test_dashboard_shows_this_pcs_contribution_and_the_swarm(qtbot, serving_node
     assert rows[0] == ("Sam's desktop (this PC)", "Serving", "12–23")
     assert rows[-1] == ("Cho's laptop", "Offline", "24–31")
     assert dashboard.members.currentWidget() is dashboard.members.table
-    assert "12 blocks of 0.7 GB each fit" in dashboard.sizing_label.text()
-    assert "free memory: 12.5 GB" in dashboard.sizing_numbers.text()
+    assert "12 blocks of 0.65 GiB each fit" in dashboard.sizing_label.text()
+    assert "free memory: 11.6 GiB" in dashboard.sizing_numbers.text()
     assert not dashboard.failure_panel.isVisible()
 
 

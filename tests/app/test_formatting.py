@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from potluck.app.coverage_strip import coverage_summary, gap_ranges
-from potluck.app.formatting import block_range, format_bytes, format_count, format_duration, friends_online, status_line
+from potluck.app.formatting import block_range, format_count, format_duration, friends_online, status_line
 from potluck.core.protocol import Member, NodeState, Stats
-
-
-@pytest.mark.parametrize(("num_bytes", "text"), [
-    (0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (1_820_000_000, "1.8 GB"), (123_456_789, "123 MB"),
-    (5.1e12, "5.1 TB"), (3e18, "3000 PB"),
-])
-def test_format_bytes(num_bytes, text):
-    assert format_bytes(num_bytes) == text
 
 
 @pytest.mark.parametrize(("seconds", "text"), [

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
 from potluck.app.node_command import RestartPolicy, node_command, node_environment, program_command
 
 
 @pytest.mark.parametrize(("environ", "frozen", "expected"), [
-    ({}, False, ["/py", "-m", "potluck.app.entry", "node"]),
+    ({}, False, ["/py", "-m", "potluck.core", "node"]),
     ({}, True, ["/py", "node"]),
     ({"POTLUCK_NODE_COMMAND": "wsl -d Ubuntu -- potluck"}, True, ["wsl", "-d", "Ubuntu", "--", "potluck", "node"]),
     ({"POTLUCK_NODE_COMMAND": "'/opt/my potluck/bin/python' fake.py"}, False, ["/opt/my potluck/bin/python", "fake.py", "node"]),
-    ({"POTLUCK_NODE_COMMAND": "   "}, False, ["/py", "-m", "potluck.app.entry", "node"]),
+    ({"POTLUCK_NODE_COMMAND": "   "}, False, ["/py", "-m", "potluck.core", "node"]),
 ])
 def test_node_command(environ, frozen, expected):
     assert node_command(environ, frozen=frozen, executable="/py") == expected
@@ -20,7 +19,7 @@ def test_node_command(environ, frozen, expected):
 
 def test_program_command():
     assert program_command(True, "/app/potluck") == ["/app/potluck"]
-    assert program_command(False, "/py") == ["/py", "-m", "potluck.app.entry"]
+    assert program_command(False, "/py") == ["/py", "-m", "potluck.core"]
 
 
 def test_node_environment_adds_secrets_and_keeps_the_base():

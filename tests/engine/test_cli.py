@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from potluck.core.localswarm import LocalSwarm, child_environment
 
 from .test_exactness import reference
@@ -77,7 +76,7 @@ def test_serve_generate_status_and_stop(cli_model):
     (["serve", "--model", "m", "--blocks", "4:2", "--new-swarm"], "need 0 <= start < end"),
     (["generate", "--model", "m", "--initial-peers", "x", "--prompt-ids", "a,b"], "comma-separated"),
     (["generate", "--model", "m", "--initial-peers", "x", "--prompt", "p", "--greedy", "--seed", "1"], "--greedy cannot"),
-    (["make-tiny-model", "--arch", "gpt2", "--out", "/tmp/x"], "invalid choice"),
+    (["make-tiny-model", "--arch", "gpt2", "--out", "/tmp/x"], "unknown architecture 'gpt2'"),
     (["make-tiny-model", "--arch", "llama", "--out", "/tmp/x", "--hidden", "40"], "multiple of 32"),
 ])
 def test_bad_command_lines_fail_clearly(args, message):

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
-
 from potluck.core.client.inference import InferenceSession
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.localswarm import split_blocks
+from transformers import AutoModelForCausalLM, DynamicCache
 
 from .conftest import ARCHS, LAYERS
 from .swarm_helpers import InProcessSwarm
@@ -71,6 +70,6 @@ def test_swarm_equals_local_model(tiny_models, arch, num_servers):
                         assert diff < 1e-4, f"push={push} chunk={chunk}: step {step} differs by {diff}"
                 result = client.generate(PROMPT, max_new_tokens=NEW_TOKENS, eos_token_id=None)
                 assert result.token_ids == ref_tokens
-                assert [(h["start_block"], h["end_block"]) for h in result.route] == split_blocks(LAYERS, num_servers)
+                assert [(h.start_block, h.end_block) for h in result.route] == split_blocks(LAYERS, num_servers)
             finally:
                 client.shutdown()

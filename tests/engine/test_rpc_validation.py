@@ -6,11 +6,11 @@ import struct
 
 import pytest
 import torch
-
-from potluck.core import wire
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.swarm.dht import DHTOptions, start_dht
 from potluck.core.swarm.streams import PUSH_PROTOCOL, SESSION_PROTOCOL, open_stream
+from potluck.core.wire import control, framing
+from potluck.core.wire.tensors import Ack, Step, decode_frame, encode_ack, encode_step
 
 from .swarm_helpers import InProcessSwarm
 from .test_exactness import PROMPT, reference
@@ -19,14 +19,14 @@ HIDDEN = 64
 
 
 def step_frame(position=0, n=1, width=HIDDEN, value=0.1, flags=0):
-    return wire.encode_step(wire.Step(1, position, torch.full((1, n, width), value), flags))
+    return encode_step(Step(1, position, torch.full((1, n, width), value), flags))
 
 
 def open_frame(server, **overrides):
     message = {"op": "open", "session_id": "s" + str(id(overrides)), "model": server.spec.uid,
                "start": server.stack.start, "end": server.stack.end, "max_length": 16, "next": None, "prev_peer": None}
     message.update(overrides)
-    return wire.encode_json(message)
+    return framing.json_frame(message)
 
 
 async def exchange(p2p, server, frames, raw_first: bytes | None = None):
@@ -35,11 +35,11 @@ async def exchange(p2p, server, frames, raw_first: bytes | None = None):
     if raw_first is not None:
         writer.write(raw_first)
     for frame in frames:
-        await wire.send(writer, frame)
+        await framing.send(writer, frame)
     replies = []
     try:
         while True:
-            replies.append(wire.decode(await asyncio.wait_for(wire.receive(reader), 1.0)))
+            replies.append(decode_frame(await asyncio.wait_for(framing.receive(reader), 1.0)))
     except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
         pass
     writer.close()
@@ -47,23 +47,28 @@ async def exchange(p2p, server, frames, raw_first: bytes | None = None):
 
 
 def errors(replies):
-    return [r["message"] for r in replies if isinstance(r, dict) and r.get("op") == "error"]
+    return [r.message for r in replies if isinstance(r, control.ErrorReply)]
+
+
+def opened(replies) -> bool:
+    return any(isinstance(r, control.Opened) for r in replies)
 
 
 BAD_OPENS = [
-    ("unknown kind", [b"Xhello"], "unknown message kind"),
-    ("not json", [b"J{nope"], "not valid JSON"),
+    ("unknown kind", [b"Xhello"], "must open a session"),
+    ("not json", [b"J{nope"], "not JSON"),
     ("no op", [b'J{"a":1}'], "must be an object with an 'op'"),
     ("step first", [step_frame()], "must open a session"),
-    ("session id type", [lambda s: open_frame(s, session_id=7)], "session_id"),
+    ("session id type", [lambda s: open_frame(s, session_id=7)], "open.session_id must be a string"),
     ("session id long", [lambda s: open_frame(s, session_id="x" * 65)], "1-64 characters"),
     ("wrong model", [lambda s: open_frame(s, model="other@123")], "hosts"),
     ("blocks outside", [lambda s: open_frame(s, start=0, end=99)], "not all hosted here"),
-    ("bool start", [lambda s: open_frame(s, start=True)], "'start' must be int"),
+    ("bool start", [lambda s: open_frame(s, start=True)], "open.start must be an integer"),
     ("max length zero", [lambda s: open_frame(s, max_length=0)], "max_length"),
     ("max length huge", [lambda s: open_frame(s, max_length=10**9)], "max_length"),
-    ("bad next", [lambda s: open_frame(s, next={"peer_id": 3})], "'next' must name"),
+    ("bad next", [lambda s: open_frame(s, next={"peer_id": 3})], "open.next.peer_id must be a string"),
     ("bad next addrs", [lambda s: open_frame(s, next={"peer_id": "a", "session_id": "b", "addrs": "x"})], "next.addrs"),
+    ("deep json", [b'J{"op":"open","x":' + b"[" * 3000 + b"]" * 3000 + b"}"], "nested deeper"),
 ]
 
 BAD_STEPS = [
@@ -75,12 +80,16 @@ BAD_STEPS = [
     ("bad flags", lambda: step_frame(flags=8), "flags"),
     ("gap", lambda: step_frame(position=5), "skip tokens"),
     ("past max length", lambda: step_frame(n=17), "max_length"),
-    ("unknown op", lambda: wire.encode_json({"op": "explode"}), "unknown op"),
-    ("bad history", lambda: wire.encode_json({"op": "history", "upto": -1}), "non-negative"),
-    ("history ahead", lambda: wire.encode_json({"op": "history", "upto": 3}), "only 0 tokens"),
-    ("ack", lambda: wire.encode_ack(wire.Ack(1, 0, 1)), "not accepted"),
-    ("bad set_prev", lambda: wire.encode_json({"op": "set_prev", "prev_peer": 5}), "set_prev"),
-    ("bad set_next", lambda: wire.encode_json({"op": "set_next", "next": {"peer_id": 1}}), "'next' must name"),
+    ("unknown op", lambda: framing.json_frame({"op": "explode"}), "unknown op"),
+    ("bad history", lambda: framing.json_frame({"op": "history", "upto": -1, "request_id": 1}), "unsigned"),
+    ("history ahead", lambda: control.encode(control.HistoryRequest(3, 1)), "only 0 tokens"),
+    ("ack", lambda: encode_ack(Ack(1, 0, 1)), "not accepted"),
+    ("a second open", lambda: framing.json_frame({"op": "open", "session_id": "x", "model": "m", "start": 0, "end": 1,
+                                                   "max_length": 1}), "not accepted"),
+    ("bad set_prev", lambda: framing.json_frame({"op": "set_prev", "prev_peer": 5}), "set_prev"),
+    ("bad set_next", lambda: framing.json_frame({"op": "set_next", "next": {"peer_id": 1}}), "set_next.next.peer_id"),
+    ("deep json", lambda: b'J{"op":"close","x":' + b"[" * 3000 + b"]" * 3000 + b"}", "nested deeper"),
+    ("huge integer", lambda: b'J{"op":"history","upto":' + b"7" * 5000 + b',"request_id":1}', "too long"),
 ]
 
 
@@ -98,7 +107,7 @@ def test_bad_messages_are_refused_and_the_server_keeps_serving(tiny_models):
                 frames = [f(server) if callable(f) else f for f in frames]
                 replies = swarm.loop.run(exchange(p2p, server, frames))
                 assert any(message in e for e in errors(replies)), f"{name}: {replies}"
-                assert not any(isinstance(r, dict) and r.get("op") == "opened" for r in replies), name
+                assert not opened(replies), name
 
             # an oversized frame header: refused without reading 5 GB
             replies = swarm.loop.run(exchange(p2p, server, [], raw_first=(5 * 2**30).to_bytes(8, "big")))
@@ -107,24 +116,24 @@ def test_bad_messages_are_refused_and_the_server_keeps_serving(tiny_models):
             # inside a valid session: each bad step is answered, and the session still works afterwards
             for name, make, message in BAD_STEPS:
                 replies = swarm.loop.run(exchange(p2p, server, [open_frame(server), make(), step_frame()]))
-                assert replies[0]["op"] == "opened", name
+                assert isinstance(replies[0], control.Opened), name
                 assert any(message in e for e in errors(replies)), f"{name}: {replies}"
-                outputs = [r for r in replies if isinstance(r, wire.Step)]
+                outputs = [r for r in replies if isinstance(r, Step)]
                 assert len(outputs) == 1 and outputs[0].hidden.shape == (1, 1, HIDDEN), f"{name}: session broken"
 
             # a push into a session from a peer that is not its named predecessor is refused
             opened_here = open_frame(server, session_id="victim", prev_peer="12D3KooWSomeoneElse")
             async def push_attack():
                 reader, writer = await open_stream(p2p, server.peer_id, SESSION_PROTOCOL, timeout_seconds=5)
-                await wire.send(writer, opened_here)
-                assert wire.decode(await wire.receive(reader))["op"] == "opened"
+                await framing.send(writer, opened_here)
+                assert isinstance(decode_frame(await framing.receive(reader)), control.Opened)
                 preader, pwriter = await open_stream(p2p, server.peer_id, PUSH_PROTOCOL, timeout_seconds=5)
-                await wire.send(pwriter, wire.encode_json({"op": "push", "session_id": "victim"}))
-                reply = wire.decode(await asyncio.wait_for(wire.receive(preader), 5))
+                await framing.send(pwriter, control.encode(control.PushOpen("victim")))
+                reply = decode_frame(await asyncio.wait_for(framing.receive(preader), 5))
                 writer.close()
                 return reply
             reply = swarm.loop.run(push_attack())
-            assert reply["op"] == "error" and "no such session" in reply["message"]
+            assert isinstance(reply, control.ErrorReply) and "no such session" in reply.message
 
             assert server.stats.refused - refused_before >= len(BAD_OPENS) + len(BAD_STEPS)
             swarm.loop.run(p2p.shutdown())

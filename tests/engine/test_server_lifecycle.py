@@ -3,14 +3,15 @@
 import asyncio
 
 import pytest
-
-from potluck.core import wire
-from potluck.core.client.inference import SwarmError
 from potluck.core.client.model import DistributedModelForCausalLM
+from potluck.core.client.swarm_view import SwarmError
 from potluck.core.server.server import ServerConfig
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm.records import ServerState
 from potluck.core.swarm.streams import SESSION_PROTOCOL, open_stream
+from potluck.core.wire import control, framing
+from potluck.core.wire.control import ErrorCode
+from potluck.core.wire.tensors import decode_frame
 
 from .swarm_helpers import InProcessSwarm
 from .test_rpc_validation import open_frame
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 async def open_session(p2p, server, session_id, max_length):
     reader, writer = await open_stream(p2p, server.peer_id, SESSION_PROTOCOL, timeout_seconds=5)
-    await wire.send(writer, open_frame(server, session_id=session_id, max_length=max_length))
-    return reader, writer, wire.decode(await asyncio.wait_for(wire.receive(reader), 5))
+    await framing.send(writer, open_frame(server, session_id=session_id, max_length=max_length))
+    return reader, writer, decode_frame(await asyncio.wait_for(framing.receive(reader), 5))
 
 
 @pytest.fixture
@@ -39,15 +40,15 @@ def test_cache_budget_refuses_cleanly(tiny_models, client_p2p):
         server = swarm.servers[0]
         _, p2p = client_p2p(swarm)
         r1, w1, first = swarm.loop.run(open_session(p2p, server, "a", 30))
-        assert first["op"] == "opened" and server.budget.left_tokens == 10
+        assert isinstance(first, control.Opened) and server.budget.left_tokens == 10
         _, w2, second = swarm.loop.run(open_session(p2p, server, "b", 30))
-        assert second["op"] == "error" and "attention cache is full" in second["message"]
-        assert second["code"] == "CacheFullError"
+        assert isinstance(second, control.ErrorReply) and "attention cache is full" in second.message
+        assert second.code is ErrorCode.CACHE_FULL
         w1.close()  # the first session ends: its reservation is returned
         swarm.loop.run(asyncio.sleep(0.3))
         assert server.budget.left_tokens == 40
         _, w3, third = swarm.loop.run(open_session(p2p, server, "c", 30))
-        assert third["op"] == "opened"
+        assert isinstance(third, control.Opened)
         w2.close(), w3.close()
 
         # a client asking for more than any server can hold gets a clear error, not a hang
@@ -67,9 +68,9 @@ def test_idle_session_is_closed_and_its_cache_released(tiny_models, client_p2p):
         server = swarm.servers[0]
         _, p2p = client_p2p(swarm)
         reader, writer, opened = swarm.loop.run(open_session(p2p, server, "idle", 20))
-        assert opened["op"] == "opened" and server.active_sessions == 1
-        reply = wire.decode(swarm.loop.run(asyncio.wait_for(wire.receive(reader), 5)))
-        assert reply["op"] == "error" and reply["code"] == "IdleTimeout"
+        assert isinstance(opened, control.Opened) and server.active_sessions == 1
+        reply = decode_frame(swarm.loop.run(asyncio.wait_for(framing.receive(reader), 5)))
+        assert isinstance(reply, control.ErrorReply) and reply.code is ErrorCode.IDLE_TIMEOUT
         swarm.loop.run(asyncio.sleep(0.2))
         assert server.active_sessions == 0 and server.budget.used_tokens == 0
         writer.close()

@@ -1,18 +1,8 @@
 import dataclasses
 
 import pytest
-
-from potluck.core.server.sizing import (
-    GIB,
-    KIB,
-    MIB,
-    MemoryPlanInput,
-    SizingError,
-    blocks_to_grow,
-    blocks_to_shed,
-    format_bytes,
-    plan_num_blocks,
-)
+from potluck.core.numbers import GIB, KIB, MIB, format_bytes
+from potluck.core.server.sizing import MemoryPlanInput, SizingError, blocks_to_grow, blocks_to_shed, plan_num_blocks
 
 # Small round numbers: 300 bytes of weights + 1 byte/token * 100 tokens of cache = 400 bytes per block.
 PER_BLOCK = 400
@@ -156,6 +146,7 @@ def test_sizing_error_is_not_a_value_error():
         (GIB, "1.0 GiB"),
         (int(7.8 * GIB), "7.8 GiB"),
         (-2 * GIB, "-2.0 GiB"),
+        (141 * GIB, "141 GiB"),
     ],
 )
 def test_format_bytes(num_bytes, text):

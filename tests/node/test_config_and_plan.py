@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from potluck.core.node.config import NodeConfig, apply_values, network_key, restart_needed
 from potluck.core.node.plan import BlockPlan, NodeSetupError, apply_memory_cap, plan_from_sizing, range_words
 from potluck.core.node.serving import model_problem

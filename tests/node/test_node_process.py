@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
+
 from tests.node.node_driver import NodeUnderTest, node_environment
 
 PC_NAME = "Sam's desktop"

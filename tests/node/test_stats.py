@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from potluck.core import protocol
 from potluck.core.node import stats
 from potluck.core.node.stats import Contribution, Me
 from potluck.core.protocol import AlertLevel, NodeState
-from potluck.core.swarm.records import ServerRecord, ServerState
+from potluck.core.swarm.records import ServerRecord, ServerState, online_per_block
 
 ME = "12D3KooWme"
 
@@ -72,8 +71,8 @@ def test_coverage_alerts_are_protocol_alerts():
 def test_coverage_counts_only_online_servers():
     records = by_block(4, record("a", 0, 2), record("b", 1, 4, ServerState.DRAINING), record("c", 1, 3),
                        record("d", 3, 4, ServerState.JOINING), record("e", 0, 4, ServerState.OFFLINE))
-    assert stats.coverage(4, records) == (1, 2, 1, 0)
-    assert stats.coverage(2, {}) == (0, 0)
+    assert online_per_block(4, records) == (1, 2, 1, 0)
+    assert online_per_block(2, {}) == (0, 0)
 
 
 @pytest.mark.parametrize("state, member_state, online, hosted", [
@@ -127,14 +126,6 @@ def test_throughput(per_block, blocks, expected):
     assert stats.throughput_tokens_per_second(per_block, blocks) == expected
 
 
-@pytest.mark.parametrize("client, wire", [
-    ("eos", "eos"), ("length", "length"), ("stop_string", "stop_sequence"), ("cancelled", "cancelled"),
-    ("something new", "something new"),
-])
-def test_stop_reasons(client, wire):
-    assert stats.stop_reason(client) == wire
-
-
 def test_temperature_zero_is_greedy():
     cmd = protocol.Generate(request_id="r", prompt="hi", temperature=0.0, top_p=0.5, top_k=3, seed=4, max_new_tokens=7)
     assert stats.sampling_kwargs(cmd) == {"max_new_tokens": 7, "repetition_penalty": 1.0, "do_sample": False}
@@ -145,12 +136,6 @@ def test_sampling_settings_pass_through():
                             repetition_penalty=1.1)
     assert stats.sampling_kwargs(cmd) == {"max_new_tokens": 256, "repetition_penalty": 1.1, "do_sample": True,
                                           "temperature": 0.7, "top_p": 0.9, "top_k": 0, "seed": None}
-
-
-def test_route_hops():
-    route = [{"peer_id": "a", "name": None, "start_block": 0, "end_block": 2},
-             {"peer_id": "b", "name": "Ben", "start_block": 2, "end_block": 4}]
-    assert stats.route_hops(route) == (protocol.RouteHop("a", "", 0, 2), protocol.RouteHop("b", "Ben", 2, 4))
 
 
 @pytest.mark.parametrize("decoded_so_far, pieces", [

@@ -65,7 +65,8 @@ def test_parent_watch_notices_the_app_pid_disappearing():
 
 
 def test_the_node_entry_path_imports_no_engine_library():
-    code = ("import sys, core.cli, core.commands, core.node.process, core.node.control, core.node.stats; "
+    code = ("import sys, potluck.core.cli, potluck.core.cli.swarm, potluck.core.node.process, potluck.core.node.control, "
+            "potluck.core.node.stats; "
             "heavy = sorted(m for m in ('torch', 'hivemind', 'transformers', 'PySide6') if m in sys.modules); "
             "print(heavy)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

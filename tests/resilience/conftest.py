@@ -1,5 +1,4 @@
 import pytest
-
 from potluck.core.model.tiny import make_tiny_model
 
 

@@ -4,7 +4,6 @@ import signal
 import time
 
 import pytest
-
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.localswarm import LocalSwarm
 
@@ -42,9 +41,9 @@ def test_kill_9_mid_generation_keeps_the_output(resilience_model, push):
         victim = swarm.servers[1]
         result, gaps = generate_and_disturb(resilience_model, swarm, victim, lambda s: s.process.send_signal(signal.SIGKILL), push=push)
         assert result.token_ids == ref_tokens, result.failovers
-        assert [f["from"] for f in result.failovers] == [victim.peer_id]
-        assert result.failovers[0]["to"] == [swarm.servers[2].peer_id]
-        assert result.failovers[0]["replayed_tokens"] >= len(PROMPT) + 5
+        assert [f.from_peer for f in result.failovers] == [victim.peer_id]
+        assert result.failovers[0].to_peers == (swarm.servers[2].peer_id,)
+        assert result.failovers[0].replayed_tokens >= len(PROMPT) + 5
         assert max(gaps) < 1.0, f"next token took {max(gaps):.2f} s after the kill"  # the target on loopback
 
 
@@ -54,7 +53,7 @@ def test_kill_9_of_the_first_server_replays_from_the_client(resilience_model):
         victim = swarm.servers[0]
         result, _ = generate_and_disturb(resilience_model, swarm, victim, lambda s: s.process.send_signal(signal.SIGKILL))
         assert result.token_ids == ref_tokens
-        assert result.failovers[0]["blocks"] == [0, 3] and result.failovers[0]["to"] == [swarm.servers[1].peer_id]
+        assert result.failovers[0].blocks == (0, 3) and result.failovers[0].to_peers == (swarm.servers[1].peer_id,)
 
 
 def test_replacement_by_two_servers_with_other_boundaries(resilience_model):
@@ -64,7 +63,7 @@ def test_replacement_by_two_servers_with_other_boundaries(resilience_model):
         victim = swarm.servers[0]
         result, _ = generate_and_disturb(resilience_model, swarm, victim, lambda s: s.process.send_signal(signal.SIGKILL))
         assert result.token_ids == ref_tokens
-        assert result.failovers[0]["to"] == [swarm.servers[1].peer_id, swarm.servers[2].peer_id]
+        assert result.failovers[0].to_peers == (swarm.servers[1].peer_id, swarm.servers[2].peer_id)
 
 
 def test_drain_moves_live_sessions_without_an_error(resilience_model):
@@ -73,7 +72,7 @@ def test_drain_moves_live_sessions_without_an_error(resilience_model):
         victim = swarm.servers[1]
         result, _ = generate_and_disturb(resilience_model, swarm, victim, lambda s: s.process.send_signal(signal.SIGTERM))
         assert result.token_ids == ref_tokens
-        assert [f["reason"] for f in result.failovers] == ["drain"]
+        assert [f.reason for f in result.failovers] == ["leaving"]
         assert victim.process.wait(30) == 0 and "stopped" in victim.log_tail()
 
 
@@ -106,4 +105,4 @@ def test_failover_skips_a_replacement_that_died_too(resilience_model):
         finally:
             client.shutdown()
         assert result.token_ids == ref_tokens, result.failovers
-        assert result.failovers[-1]["to"] == [last_spare.peer_id]
+        assert result.failovers[-1].to_peers == (last_spare.peer_id,)

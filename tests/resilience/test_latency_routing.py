@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.localswarm import LocalSwarm
 
@@ -41,7 +40,7 @@ def test_routing_prefers_the_lower_latency_replica(resilience_model):
                 client.shutdown()
         assert result.token_ids == ref_tokens
         assert latency[far.peer_id] > latency[near.peer_id] + 30, latency  # a 50 ms round trip vs loopback
-        assert [h["peer_id"] for h in result.route][-1] == near.peer_id
+        assert [h.peer_id for h in result.route][-1] == near.peer_id
         assert link.stats()["connections"] >= 1  # the far replica really was measured through the relay
 
 
@@ -71,5 +70,5 @@ def test_a_server_that_vanishes_without_a_reset_is_detected_by_timeout(resilienc
                 client.shutdown()
                 link.delay_ms = 0
         assert result.token_ids == ref_tokens
-        assert [f["from"] for f in result.failovers] == [silent.peer_id] and result.failovers[0]["reason"] == "timed out"
+        assert [f.from_peer for f in result.failovers] == [silent.peer_id] and result.failovers[0].reason == "timed out"
         assert took < 15, f"generation took {took:.1f} s"

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from potluck.core.localswarm import LocalSwarm, child_environment
 
 from tests.engine.test_exactness import reference

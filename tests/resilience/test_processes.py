@@ -5,7 +5,6 @@ import subprocess
 import time
 
 import pytest
-
 from potluck.core.localswarm import LocalSwarm
 
 pytestmark = pytest.mark.slow

@@ -3,9 +3,9 @@
 import time
 
 import pytest
-
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.model.loading import load_blocks
+from potluck.core.server.rebalance import Rebalancer
 from potluck.core.server.runner import ServeOptions, choose_range
 from potluck.core.server.server import BlockServer
 from potluck.core.swarm.dht import DHTOptions, start_dht
@@ -41,8 +41,8 @@ def test_a_server_moves_when_that_fills_a_gap_and_keeps_shared_blocks(resilience
         async def create_mover():
             dht = start_dht(DHTOptions(initial_peers=tuple(swarm.initial_peers)))
             swarm.dhts.append(dht)
-            server = await BlockServer.create(swarm.spec, load_blocks(swarm.spec, 0, 3), dht, swarm.config,
-                                              load_range=lambda s, e: load_blocks(swarm.spec, s, e), rebalance_period_seconds=0.3)
+            server = await BlockServer.create(swarm.spec, load_blocks(swarm.spec, 0, 3), dht, swarm.config)
+            server.run_in_background(Rebalancer(server, lambda s, e: load_blocks(swarm.spec, s, e), 0.3).run())
             swarm.servers.append(server)
             return server
 
@@ -51,12 +51,12 @@ def test_a_server_moves_when_that_fills_a_gap_and_keeps_shared_blocks(resilience
         assert (mover.stack.start, mover.stack.end) == (0, 3)
         swarm.add(0, 1)  # someone else covers block 0 now; block 3 has nobody: moving to 1-3 fills the gap
         deadline = time.monotonic() + 15
-        while not mover.moves and time.monotonic() < deadline:
+        while not mover.range_changes and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert mover.moves and mover.moves[0]["to"] == [1, 4], mover.moves
+        assert [(c.kind, c.new) for c in mover.range_changes] == [("move", (1, 4))], mover.range_changes
         assert {id(layer) for layer in mover.stack.layers[:2]} == kept  # shared blocks were not reloaded
         time.sleep(1.0)
-        assert len(mover.moves) == 1  # and it does not keep moving
+        assert len(mover.range_changes) == 1  # and it does not keep moving
         client = DistributedModelForCausalLM.from_pretrained(str(resilience_model), initial_peers=swarm.initial_peers, timeout=5)
         try:
             assert client.generate(PROMPT, max_new_tokens=10, eos_token_id=None).token_ids == ref_tokens
@@ -75,5 +75,5 @@ def test_three_overlapping_servers_compute_exactly(resilience_model):
             finally:
                 client.shutdown()
             assert result.token_ids == ref_tokens
-            spans = [(h["start_block"], h["end_block"]) for h in result.route]
+            spans = [(h.start_block, h.end_block) for h in result.route]
             assert spans[0][0] == 0 and spans[-1][1] == 6 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))

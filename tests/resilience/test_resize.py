@@ -3,7 +3,6 @@
 import time
 
 import pytest
-
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.model.loading import load_blocks
 from potluck.core.server.resize import ResizePolicy
@@ -40,15 +39,15 @@ def test_shed_under_memory_pressure_then_grow_back(resilience_model):
                 count[0] += 1
                 if count[0] == 5:  # a game starts and takes memory: 250 bytes short of the reserve -> shed 3 blocks
                     free["bytes"] = RESERVE - 250
-                    wait_for(lambda: elastic.watcher.events)
+                    wait_for(lambda: elastic.range_changes)
 
             result = client.generate(PROMPT, max_new_tokens=20, eos_token_id=None, on_token=on_token)
         finally:
             client.shutdown()
         assert result.token_ids == ref_tokens
-        assert [f["reason"] for f in result.failovers] == ["resize"]
+        assert [f.reason for f in result.failovers] == ["shrinking"]
         assert (elastic.stack.start, elastic.stack.end) == (0, 3)
-        assert elastic.watcher.events[0]["shed"] == 3
+        assert [(c.kind, c.old, c.new) for c in elastic.range_changes] == [("shrink", (0, 6), (0, 3))]
 
         dht = swarm.dhts[0]
         by_block = swarm.loop.run(swarm_dht.fetch_records(dht, swarm.spec.uid, range(6)))
@@ -57,14 +56,14 @@ def test_shed_under_memory_pressure_then_grow_back(resilience_model):
         assert all(elastic.peer_id not in hosts[b] for b in range(3, 6))  # gone from the shed blocks at once
 
         free["bytes"] = 10_000  # the game ends; after a while of free memory the blocks come back
-        wait_for(lambda: elastic.watcher.events[-1].get("grew"))
-        assert elastic.watcher.events[-1]["grew"] == 3 and (elastic.stack.start, elastic.stack.end) == (0, 6)
+        wait_for(lambda: elastic.range_changes[-1].kind == "grow")
+        assert elastic.range_changes[-1].new == (0, 6) and (elastic.stack.start, elastic.stack.end) == (0, 6)
         client = DistributedModelForCausalLM.from_pretrained(str(resilience_model), initial_peers=swarm.initial_peers, timeout=5)
         try:
             client.swarm.pin_latency({elastic.peer_id: 1.0})
             again = client.generate(PROMPT, max_new_tokens=20, eos_token_id=None)
             assert again.token_ids == ref_tokens
-            assert [(h["peer_id"], h["start_block"], h["end_block"]) for h in again.route] == [(elastic.peer_id, 0, 6)]
+            assert [(h.peer_id, h.start_block, h.end_block) for h in again.route] == [(elastic.peer_id, 0, 6)]
         finally:
             client.shutdown()
 
@@ -76,21 +75,22 @@ def test_pressure_that_passes_quickly_does_not_flap(resilience_model):
         swarm.add(0, 1)
         elastic = swarm.loop.run(_create(swarm, 0, 6, lambda: free["bytes"] + (6 - elastic.stack.end) * PER_BLOCK, policy), timeout=60)
         free["bytes"] = RESERVE - 50
-        wait_for(lambda: elastic.watcher.events)
+        wait_for(lambda: elastic.range_changes)
         free["bytes"] = 10_000
         time.sleep(0.5)
-        assert [e.get("shed") for e in elastic.watcher.events] == [1]  # shed once, and no quick regrow
+        assert [(c.kind, c.new) for c in elastic.range_changes] == [("shrink", (0, 5))]  # once, and no quick regrow
         assert (elastic.stack.start, elastic.stack.end) == (0, 5)
 
 
 async def _create(swarm, start, end, probe, policy):
+    from potluck.core.server.resize import MemoryWatcher
     from potluck.core.server.server import BlockServer
     from potluck.core.swarm.dht import DHTOptions, start_dht
 
     dht = start_dht(DHTOptions(initial_peers=tuple(swarm.initial_peers)))
     swarm.dhts.append(dht)
     stack = load_blocks(swarm.spec, start, end)
-    server = await BlockServer.create(swarm.spec, stack, dht, swarm.config, memory_probe=probe, resize_policy=policy,
-                                      load_range=lambda s, e: load_blocks(swarm.spec, s, e))
+    server = await BlockServer.create(swarm.spec, stack, dht, swarm.config)
+    server.run_in_background(MemoryWatcher(server, probe, policy, lambda s, e: load_blocks(swarm.spec, s, e)).run())
     swarm.servers.append(server)
     return server

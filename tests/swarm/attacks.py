@@ -8,7 +8,7 @@ Success criteria (what would count as a breach):
 - join: the outsider's DHT reads `marker`, a key a member stored after the outsider started;
 - announce: judged by the caller: a member's `fetch_records` lists the outsider's peer id;
 - session: a server answers "opened";
-- push: a server answers anything but the member check's refusal (NotAMember) within 3 s.
+- push: a server answers anything but the member check's refusal (not_a_member) within 3 s.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import hivemind
-
-from potluck.core import wire
 from potluck.core.swarm import admission as ad
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.records import ServerRecord
 from potluck.core.swarm.streams import PUSH_PROTOCOL, SESSION_PROTOCOL, close_writer, open_stream
+from potluck.core.wire import control, framing
 
 KINDS = ("join", "announce", "session", "push")
 
@@ -68,31 +67,30 @@ async def try_session(p2p, peer_id: str, maddrs, model_uid: str, start: int, end
     writer = None
     try:
         reader, writer = await open_stream(p2p, peer_id, SESSION_PROTOCOL, dial(maddrs), timeout_seconds=5)
-        await wire.send(writer, wire.encode_json({"op": "open", "session_id": os.urandom(6).hex(), "model": model_uid,
-                                                  "start": start, "end": end, "max_length": 8, "next": None,
-                                                  "prev_peer": None}))
-        reply = wire.decode(await asyncio.wait_for(wire.receive(reader), 5))
+        await framing.send(writer, control.encode(control.Open(os.urandom(6).hex(), model_uid, start, end, 8)))
+        reply = control.decode(await asyncio.wait_for(framing.receive(reader), 5))
     except Exception as e:  # could not even talk to it: not a success
         return False, type(e).__name__
     finally:
         close_writer(writer)
-    if isinstance(reply, dict) and reply.get("op") == "opened":
+    if isinstance(reply, control.Opened):
         return True, None
-    return False, reply.get("code", "error") if isinstance(reply, dict) else "unexpected"
+    return False, reply.code.value if isinstance(reply, control.ErrorReply) else "unexpected"
 
 
 async def try_push(p2p, peer_id: str, maddrs, hidden_size: int) -> tuple[bool, str | None]:
     import torch
+    from potluck.core.wire.tensors import Step, decode_frame, encode_step
 
     writer = None
     try:
         reader, writer = await open_stream(p2p, peer_id, PUSH_PROTOCOL, dial(maddrs), timeout_seconds=5)
-        await wire.send(writer, wire.encode_json({"op": "push", "session_id": "any"}))
+        await framing.send(writer, control.encode(control.PushOpen("any")))
         try:  # the member check answers at once; a server that lets us in waits for our steps instead
-            reply = wire.decode(await asyncio.wait_for(wire.receive(reader), 1))
+            reply = decode_frame(await asyncio.wait_for(framing.receive(reader), 1))
         except asyncio.TimeoutError:
-            await wire.send(writer, wire.encode_step(wire.Step(1, 0, torch.zeros(1, 1, hidden_size))))
-            reply = wire.decode(await asyncio.wait_for(wire.receive(reader), 2))
+            await framing.send(writer, encode_step(Step(1, 0, torch.zeros(1, 1, hidden_size))))
+            reply = decode_frame(await asyncio.wait_for(framing.receive(reader), 2))
     except (asyncio.IncompleteReadError, ConnectionError) as e:
         return False, type(e).__name__  # the stream was closed on us without an answer
     except asyncio.TimeoutError:
@@ -101,8 +99,8 @@ async def try_push(p2p, peer_id: str, maddrs, hidden_size: int) -> tuple[bool, s
         return False, type(e).__name__
     finally:
         close_writer(writer)
-    code = reply.get("code") if isinstance(reply, dict) else None
-    return code != "NotAMember", code
+    code = reply.code.value if isinstance(reply, control.ErrorReply) else None
+    return code != control.ErrorCode.NOT_A_MEMBER.value, code
 
 
 def try_read(dht, key: str) -> bool:
@@ -209,13 +207,13 @@ def main(argv=None) -> int:
 
 
 def _wait_refused(call, targets, uid: str, limit_seconds: float) -> float | None:
-    """Seconds until every target answers a session with NotAMember; None if not within `limit_seconds`."""
+    """Seconds until every target answers a session with not_a_member; None if not within `limit_seconds`."""
     import time
 
     began = time.monotonic()
     while time.monotonic() - began < limit_seconds:
         codes = [call(lambda p, t=t, m=m, a=a, b=b: try_session(p, t, m, uid, a, b))[1] for t, m, a, b in targets]
-        if all(code == "NotAMember" for code in codes):
+        if all(code == control.ErrorCode.NOT_A_MEMBER.value for code in codes):
             return round(time.monotonic() - began, 2)
         time.sleep(0.5)
     return None

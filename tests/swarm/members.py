@@ -88,3 +88,12 @@ class Member:
         if self.dht is not None:
             self.dht.shutdown()
         self.dht = self.server = self._services_cm = None
+
+
+async def _read_authorizer_stats(dht, node) -> dict[str, int]:  # runs inside the DHT process
+    return dict(node.protocol.authorizer.stats)
+
+
+def authorizer_stats(dht) -> dict[str, int]:
+    """Counts of accepted tokens and of refusals by reason, from a running DHT's authorizer (a test probe)."""
+    return dht.run_coroutine(_read_authorizer_stats)

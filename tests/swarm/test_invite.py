@@ -9,7 +9,6 @@ import struct
 import zlib
 
 import pytest
-
 from potluck.core.swarm import codec
 from potluck.core.swarm import invite as inv
 from potluck.core.swarm.invite import Invite, InviteError, decode_invite, describe_invite, encode_invite

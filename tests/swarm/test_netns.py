@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 
 import pytest
-
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm.invite import Invite, encode_invite
 from potluck.core.swarm.secure import open_swarm, store_lock
@@ -180,7 +179,7 @@ def test_members_generate_while_outsiders_get_nothing_across_hosts(tailnet, tiny
         attempts = sum(sum(o["attempts"].values()) for o in outsiders.values())
         successes = sum(sum(o["successes"].values()) for o in outsiders.values())
         assert attempts == 3 * (2 + 2 * 2) and successes == 0, outsiders
-        assert sum(o["refusals"].get("NotAMember", 0) for o in outsiders.values()) == 3 * 2 * 2
+        assert sum(o["refusals"].get("not_a_member", 0) for o in outsiders.values()) == 3 * 2 * 2
         print(f"across namespaces: {attempts} attempts by 3 outsiders + 2 joins with bad codes, 0 succeeded; "
               f"the revocation took {result['refused_after_seconds']} s to reach both servers")
     finally:

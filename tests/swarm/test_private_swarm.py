@@ -17,17 +17,15 @@ from dataclasses import dataclass
 import keyring
 import pytest
 from hivemind.p2p import P2P
-
 from potluck.core.client.model import DistributedModelForCausalLM, LoopThread
 from potluck.core.model.loading import open_model
-from potluck.core.swarm import admission as ad
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm.join import JoinError, request_join
 
 from ..engine.test_exactness import reference
 from .attacks import Tally, attack, outsider_dht, try_push, try_session
 from .conftest import FileKeyring
-from .members import PERIOD, Member
+from .members import PERIOD, Member, authorizer_stats
 
 pytestmark = pytest.mark.slow
 PROMPT = [5, 17, 33, 2, 40, 99, 120, 7]
@@ -120,8 +118,8 @@ def test_members_serve_and_generate_exactly(world):
     finally:
         client.shutdown()
     assert result.token_ids == expected
-    assert {hop["peer_id"] for hop in result.route} <= {m.peer_id for m in world.servers}
-    assert result.route[-1]["peer_id"] == world.bruno.peer_id  # blocks 2-3 exist only on Bruno's PC
+    assert {hop.peer_id for hop in result.route} <= {m.peer_id for m in world.servers}
+    assert result.route[-1].peer_id == world.bruno.peer_id  # blocks 2-3 exist only on Bruno's PC
 
 
 def outsider_attempts(world, dht, peer_id, marker_value: str) -> Tally:
@@ -161,8 +159,8 @@ def test_outsiders_with_no_wrong_or_expired_code_get_nothing(world, tmp_path):
     per_outsider = 2 + 2 * len(world.servers)  # join, announce, and a session and a push per server
     assert sum(tally.attempts.values()) == len(outsiders) * per_outsider
     assert sum(tally.successes.values()) == 0, tally
-    assert tally.refusals["NotAMember"] == len(outsiders) * 2 * len(world.servers), tally  # refused before any work
-    assert sum(m.server.stats.refused for m in world.servers) - refused_before >= tally.refusals["NotAMember"]
+    assert tally.refusals["not_a_member"] == len(outsiders) * 2 * len(world.servers), tally  # refused before any work
+    assert sum(m.server.stats.refused for m in world.servers) - refused_before >= tally.refusals["not_a_member"]
     print(f"outsiders: {sum(tally.attempts.values())} attempts + {len(handshakes)} joins, 0 succeeded")
 
 
@@ -180,16 +178,16 @@ def test_two_swarms_side_by_side_stay_apart(world, tmp_path):
         assert world.ana.dht.get("potluck.members", latest=True).value.keys().isdisjoint(
             gina.dht.get("potluck.members", latest=True).value.keys())
         ok, code = world.call(gina.dht)(lambda p: try_session(p, world.ana.peer_id, world.ana.maddrs, world.spec.uid, 0, 1))
-        assert (ok, code) == (False, "NotAMember")
+        assert (ok, code) == (False, "not_a_member")
         ok, code = world.call(world.carla.dht)(lambda p: try_session(p, erin.peer_id, erin.maddrs, world.spec.uid, 0, 1))
-        assert (ok, code) == (False, "NotAMember")
+        assert (ok, code) == (False, "not_a_member")
     finally:
         gina.stop()
         erin.stop()
 
 
 def test_revoked_member_is_shut_out_within_a_minute(world, capsys):
-    from potluck.core import commands_swarm
+    from potluck.core.cli import swarm as swarm_commands
 
     dave, bruno = world.dave, world.bruno
     session = lambda who, target: world.call(who.dht)(  # noqa: E731
@@ -199,13 +197,13 @@ def test_revoked_member_is_shut_out_within_a_minute(world, capsys):
     assert dave.peer_id in world.seen_by(world.carla)
 
     began = time.monotonic()
-    commands_swarm.cmd_revoke(argparse.Namespace(peer="Dave", swarm="club", host="127.0.0.1"))  # on Ana's PC
+    swarm_commands.revoke(argparse.Namespace(peer="Dave", swarm="club", host="127.0.0.1"))  # on Ana's PC
     assert "refuses it within seconds" in capsys.readouterr().out
 
     def shut_out() -> bool:
         return (not bruno.admit(dave.peer_id) and not world.carla.admit(dave.peer_id)
                 and dave.peer_id not in world.seen_by(world.carla) | world.seen_by(bruno)
-                and session(dave, bruno) == (False, "NotAMember") and session(dave, world.ana) == (False, "NotAMember"))
+                and session(dave, bruno) == (False, "not_a_member") and session(dave, world.ana) == (False, "not_a_member"))
 
     wait_until(shut_out, REVOCATION_LIMIT_SECONDS, "the revocation reached every member")
     elapsed = time.monotonic() - began
@@ -223,7 +221,7 @@ def test_revoked_member_is_shut_out_within_a_minute(world, capsys):
     time.sleep(2 * 1.0)  # two of Dave's own announce periods: his server keeps trying
     for member in (world.ana, bruno, world.carla):
         assert dave.peer_id not in world.seen_by(member)
-    assert ad.authorizer_stats(world.ana.dht).get("revoked", 0) > 0  # his DHT requests are being refused
+    assert authorizer_stats(world.ana.dht).get("revoked", 0) > 0  # his DHT requests are being refused
     fresh = world.root / "dave-again.key"
     P2P.generate_identity(str(fresh))
     with pytest.raises(JoinError) as again:  # his old code does not let him back in, even as a new identity

@@ -11,7 +11,6 @@ from pathlib import Path
 import keyring
 import pytest
 from keyring.backends import chainer, null
-
 from potluck.core import paths
 from potluck.core import secrets as sec
 from potluck.core.secrets import SecretLocation, SecretNotFound, SecretStoreError
@@ -109,7 +108,7 @@ def test_use_keyring_false_forces_the_file(potluck_home, file_keyring):
 def test_bad_swarm_ids_are_refused(potluck_home, no_keyring, swarm_id):
     for call in (lambda: sec.store_secret(swarm_id, SECRET), lambda: sec.load_secret(swarm_id),
                  lambda: sec.delete_secret(swarm_id)):
-        with pytest.raises(SecretStoreError, match="invalid swarm id"):
+        with pytest.raises(SecretStoreError, match="invalid secret name"):
             call()
 
 

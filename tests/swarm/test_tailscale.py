@@ -6,7 +6,6 @@ import ipaddress
 import subprocess
 
 import pytest
-
 from potluck.core.swarm import tailscale as ts
 from potluck.core.swarm.tailscale import BackendState, CommandResult, Problem, Sharing, TailnetError
 

@@ -1,8 +1,12 @@
 import pytest
 import torch
-
-from potluck.core.client.sampling import (SamplingParams, TokenChooser, apply_repetition_penalty, filter_top_k,
-                                  filter_top_p)
+from potluck.core.client.sampling import (
+    SamplingParams,
+    TokenChooser,
+    apply_repetition_penalty,
+    filter_top_k,
+    filter_top_p,
+)
 
 
 def test_greedy_is_argmax():

@@ -1,5 +1,5 @@
-from potluck.core.swarm.records import ServerRecord, ServerState
-from potluck.core.swarm.status import coverage_counts, group_blocks, replica_warnings, status_json, status_text
+from potluck.core.swarm.records import ServerRecord, ServerState, online_per_block
+from potluck.core.swarm.status import group_blocks, replica_warnings, status_json, status_text
 
 
 def rec(peer, start, end, state=ServerState.ONLINE):
@@ -15,7 +15,7 @@ def test_groups_and_warnings():
     table = by_block(records, 8)
     groups = group_blocks(8, table)
     assert [(g.start_block, g.end_block, g.online) for g in groups] == [(0, 2, 1), (2, 4, 2), (4, 6, 1), (6, 8, 0)]
-    assert coverage_counts(8, table) == [1, 1, 2, 2, 1, 1, 0, 0]
+    assert online_per_block(8, table) == (1, 1, 2, 2, 1, 1, 0, 0)
     warnings = replica_warnings(groups)
     assert warnings == [
         "blocks 0-1: only one server — if it leaves, generation stops until another joins",

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from potluck.core.cli.common import CliError, positive_int
 from potluck.core.localswarm import LocalSwarm, split_blocks
+from potluck.core.model.tiny import make_tiny_model
 
 DEMO_LAYERS, DEMO_HIDDEN = 8, 256
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="a local 3-server swarm on a built-in tiny model: generate, show timings and route")
+    p.add_argument("--servers", type=positive_int, default=3)
+    p.add_argument("--prompt", default="Tell me a story about the sea")
+    p.add_argument("--max-new-tokens", type=positive_int, default=24)
+    p.add_argument("--arch", default="llama", help="llama, mistral, qwen2, bloom, …")
+    p.set_defaults(handler=run_demo)
 
 
 def _reference_ids(model_dir: Path, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
@@ -26,8 +38,6 @@ def _reference_ids(model_dir: Path, prompt_ids: list[int], max_new_tokens: int) 
 
 def _run(servers: int, arch: str, prompt: str, max_new_tokens: int, echo) -> tuple[object, list[int], float]:
     from potluck.core.client.model import DistributedModelForCausalLM
-    from potluck.core.model.tiny import make_tiny_model
-
     with tempfile.TemporaryDirectory(prefix="potluck-demo-") as tmp:
         model_dir = make_tiny_model(arch, Path(tmp) / f"tiny-{arch}", layers=DEMO_LAYERS, hidden=DEMO_HIDDEN, seed=0)
         echo(f"built a tiny random-weight {arch} model ({DEMO_LAYERS} blocks, hidden {DEMO_HIDDEN}) in {model_dir}")
@@ -49,18 +59,17 @@ def _run(servers: int, arch: str, prompt: str, max_new_tokens: int, echo) -> tup
     return result, reference, time.perf_counter() - began
 
 
-def run_demo(servers: int = 3, prompt: str = "Tell me a story about the sea", max_new_tokens: int = 24, arch: str = "llama") -> int:
+def run_demo(args: argparse.Namespace) -> int:
     def echo(text: str, end: str = "\n") -> None:
         sys.stdout.write(text + end)
         sys.stdout.flush()
 
-    if servers > DEMO_LAYERS:
-        echo(f"the demo model has {DEMO_LAYERS} blocks: use at most {DEMO_LAYERS} servers")
-        return 2
-    result, reference, _ = _run(servers, arch, prompt, max_new_tokens, echo)
+    if args.servers > DEMO_LAYERS:
+        raise CliError(f"the demo model has {DEMO_LAYERS} blocks: use at most {DEMO_LAYERS} servers")
+    result, reference, _ = _run(args.servers, args.arch, args.prompt, args.max_new_tokens, echo)
     steps_ms = [s * 1000 for s in result.step_seconds]
     echo("(the weights are random, so the words are too: the point is that every token crossed the swarm)")
-    echo("\nroute: " + " -> ".join(f"blocks {h['start_block']}-{h['end_block'] - 1} @ {h['peer_id'][-8:]}" for h in result.route))
+    echo("\nroute: " + " -> ".join(f"blocks {h.start_block}-{h.end_block - 1} @ {h.peer_id[-8:]}" for h in result.route))
     echo(f"prefill: {result.prefill_seconds * 1000:.1f} ms for the prompt")
     if steps_ms:
         echo(f"per token: median {statistics.median(steps_ms):.1f} ms, min {min(steps_ms):.1f} ms, max {max(steps_ms):.1f} ms "
@@ -71,7 +80,7 @@ def run_demo(servers: int = 3, prompt: str = "Tell me a story about the sea", ma
     return 0 if same else 1
 
 
-def self_test() -> int:
+def run_self_test(args: argparse.Namespace | None = None) -> int:
     """A 2-server swarm on the tiny model: generate greedily and compare with the local model. Exit 0 on success."""
     lines: list[str] = []
     try:

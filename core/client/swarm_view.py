@@ -1,0 +1,90 @@
+"""What a client knows of the swarm for one model: the servers' records, its bans, the round trips it measured,
+and the routes it takes from them (core/client/routing.py decides; this module gathers the inputs)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from potluck.core.client.backoff import BanList
+from potluck.core.client.routing import NoRouteError, RouteSpan, choose_route, replacement_route
+from potluck.core.errors import PotluckError
+from potluck.core.swarm import dht as swarm_dht
+from potluck.core.swarm.records import ServerRecord, unique_servers
+from potluck.core.swarm.streams import PING_PROTOCOL, close_writer, open_stream
+from potluck.core.wire import control, framing
+
+LATENCY_TTL_SECONDS = 60.0  # a measured round trip is trusted this long
+PING_TIMEOUT_SECONDS = 2.0
+UNREACHABLE_LATENCY_MS = 5_000.0  # a server that does not answer a ping is routed through only as a last resort
+
+Hop = tuple[RouteSpan, ServerRecord]  # one span of a route and the record of the server that runs it
+
+
+class SwarmError(PotluckError, RuntimeError):
+    """The swarm cannot serve this request right now; the message says which blocks are missing or why."""
+
+
+class SwarmView:
+    def __init__(self, dht, p2p, model_uid: str, num_blocks: int, *, bans: BanList | None = None,
+                 self_peer_id: str | None = None):
+        self.dht, self.p2p, self.model_uid, self.num_blocks = dht, p2p, model_uid, num_blocks
+        self.bans = bans or BanList()
+        self.latency_ms: dict[str, float] = {}  # round trip to each server, ms (what routing minimises)
+        self._measured_at: dict[str, float] = {}
+        self._pinned: set[str] = set()
+        self.self_peer_id = self_peer_id  # this PC's own server, reached without the network
+
+    async def records(self, start: int = 0, end: int | None = None) -> dict[str, ServerRecord]:
+        end = self.num_blocks if end is None else end
+        by_block = await swarm_dht.fetch_records(self.dht, self.model_uid, range(start, end))
+        return {r.peer_id: r for r in unique_servers(by_block)}
+
+    async def measure_latencies(self, records: dict[str, ServerRecord]) -> None:
+        """Ping servers not measured in the last LATENCY_TTL_SECONDS (in parallel); keep round trips in ms."""
+        now = time.monotonic()
+        stale = [r for r in records.values() if now - self._measured_at.get(r.peer_id, -1e9) > LATENCY_TTL_SECONDS
+                 and r.peer_id not in self._pinned]
+        results = await asyncio.gather(*(self._ping(r) for r in stale), return_exceptions=True)
+        for record, result in zip(stale, results):
+            self.latency_ms[record.peer_id] = result if isinstance(result, float) else UNREACHABLE_LATENCY_MS
+            self._measured_at[record.peer_id] = now
+
+    async def _ping(self, record: ServerRecord) -> float:
+        reader, writer = await open_stream(self.p2p, record.peer_id, PING_PROTOCOL, record.addrs, PING_TIMEOUT_SECONDS)
+        try:
+            rtts = []
+            for _ in range(2):  # the first round trip also sets the stream up; keep the best
+                began = time.perf_counter()
+                await framing.send(writer, control.encode(control.Ping()))
+                await asyncio.wait_for(framing.receive(reader), PING_TIMEOUT_SECONDS)
+                rtts.append((time.perf_counter() - began) * 1000)
+            return min(rtts)
+        finally:
+            close_writer(writer)
+
+    def pin_latency(self, latencies: dict[str, float]) -> None:
+        """Use these latencies instead of measuring (tests, or a user's preference for some servers)."""
+        self.latency_ms.update(latencies)
+        self._pinned.update(latencies)
+
+    async def route(self, min_cache_tokens: int = 0) -> list[Hop]:
+        """The fastest chain over the whole model, through servers with room for `min_cache_tokens`."""
+        records = await self.records()
+        await self.measure_latencies(records)
+        try:
+            spans = choose_route(records.values(), self.num_blocks, latency_ms=self.latency_ms,
+                                 banned=self.bans.banned_peers(), min_cache_tokens=min_cache_tokens,
+                                 self_peer_id=self.self_peer_id)
+        except NoRouteError as e:
+            raise SwarmError(f"the swarm cannot run {self.model_uid} right now: {e}") from None
+        return [(span, records[span.peer_id]) for span in spans]
+
+    async def replacement(self, failed: RouteSpan, min_cache_tokens: int, *, failed_peer_may_stay: bool = False,
+                          exclude: frozenset[str] = frozenset()) -> list[Hop]:
+        """Servers for exactly the failed span's blocks (raises NoRouteError when there are none yet)."""
+        records = await self.records(failed.start_block, failed.end_block)
+        spans = replacement_route(records.values(), self.num_blocks, failed, self.bans.banned_peers() | exclude,
+                                  failed_peer_may_stay=failed_peer_may_stay, latency_ms=self.latency_ms,
+                                  min_cache_tokens=min_cache_tokens, self_peer_id=self.self_peer_id)
+        return [(span, records[span.peer_id]) for span in spans]

@@ -1,0 +1,245 @@
+"""The use cases of a private swarm, written once: create one, join one with an invite, take part as a member
+(listen host, port, peers, DHT, services), and tell the swarm about a change when no node runs here.
+
+Both the command line (core/cli/swarm.py, core/cli/serving.py) and the app's node (core/node/private.py) call
+these; they raise domain errors (subclasses of core.errors.PotluckError) with plain-words messages and print
+nothing. Where to listen: the address given, else POTLUCK_HOST, else this PC's Tailscale address; with no
+tailnet, a caller that allows it falls back to 127.0.0.1 (this PC only), the others get an error saying how to
+fix it. A member keeps the port it used last time, so the addresses other members remember stay good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from potluck.core import paths
+from potluck.core.errors import PotluckError
+from potluck.core.swarm import reachability, secure, tailscale
+from potluck.core.swarm.invite import Invite, decode_invite
+from potluck.core.swarm.join import request_join
+from potluck.core.swarm.store import SwarmInfo, SwarmNotFound, SwarmStore
+
+log = logging.getLogger(__name__)
+
+HOST_ENV = "POTLUCK_HOST"  # address to listen on when none is given (e.g. a LAN address without Tailscale)
+LOOPBACK = "127.0.0.1"
+DEFAULT_MEMBERSHIP_PERIOD_SECONDS = 10.0  # how often a member shares and re-reads the member list
+MAX_BOOTSTRAP = 8
+
+
+class LifecycleError(PotluckError, RuntimeError):
+    """A swarm flow cannot go on; the message says why and what to do."""
+
+# ---- where to listen --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str  # the address to listen on
+    announce_host: str | None = None  # the address to tell others, when it differs (listening on 0.0.0.0)
+
+    @property
+    def this_pc_only(self) -> bool:
+        return ipaddress.IPv4Address(self.host).is_loopback
+
+
+def choose_listen_address(requested: str | None, *, environ: Mapping[str, str] = os.environ,
+                          fallback_to_loopback: bool = False) -> ListenAddress:
+    """The address to listen on (see the module doc). Raises LifecycleError for a bad address, or when there is
+    no tailnet and no fallback."""
+
+    host = (requested or environ.get(HOST_ENV, "")).strip()
+    if host:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise LifecycleError(f"{host!r} is not an IPv4 address to listen on") from None
+        if host != "0.0.0.0":
+            return ListenAddress(host)
+        try:
+            return ListenAddress(host, str(tailscale.find_tailnet_ipv4().ipv4))
+        except tailscale.TailnetError:
+            return ListenAddress(host)
+    try:
+        return ListenAddress(str(tailscale.find_tailnet_ipv4().ipv4))
+    except tailscale.TailnetError as e:
+        if fallback_to_loopback:
+            log.warning("listening on %s only, so friends cannot reach this PC: %s", LOOPBACK, e)
+            return ListenAddress(LOOPBACK)
+        raise LifecycleError(f"{e} To try Potluck on this PC alone, listen on {LOOPBACK} (--host {LOOPBACK}).") from None
+
+
+def free_port(host: str, preferred: int = 0) -> int:
+    """`preferred` if it is free on `host`, else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as p2pd does: a port in TIME_WAIT is free
+            try:
+                s.bind(("" if host == "0.0.0.0" else host, port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise LifecycleError(f"no free port on {host}")
+
+
+def _port_file(swarm_id: str) -> Path:
+    return paths.data_dir() / "run" / f"{swarm_id}.port"
+
+
+def remembered_port(swarm_id: str) -> int:
+    try:
+        port = int(_port_file(swarm_id).read_text())
+        return port if 0 < port < 65536 else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def remember_port(swarm_id: str, maddrs: list[str]) -> None:
+    ports = {int(m.split("/")[4]) for m in maddrs if m.count("/") >= 4 and m.split("/")[4].isdigit()}
+    if len(ports) == 1:
+        paths.ensure_dir(_port_file(swarm_id).parent, 0o700)
+        _port_file(swarm_id).write_text(str(ports.pop()))
+
+
+# ---- create -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CreatedSwarm:
+    info: SwarmInfo
+    peer_id: str  # this PC's identity in it, its first member
+    secret_location: object  # core.secrets.SecretLocation
+
+
+def create_swarm(name: str, model: str, revision: str = "", *, member_name: str = "",
+                 store: SwarmStore | None = None) -> CreatedSwarm:
+    """A new private swarm with this PC as its first member (a fresh identity, the secret in the keyring or a
+    private file)."""
+    store = store or SwarmStore()
+    pending = secure.identities_dir() / f".new-{os.getpid()}-{time.time_ns()}.key"  # renamed once the id is known
+    peer_id = secure.create_identity(pending)
+    try:
+        with secure.store_lock(store):
+            info, location = store.create_swarm(name, model, revision, creator_peer_id=peer_id,
+                                                creator_name=(member_name or socket.gethostname())[:64])
+        pending.replace(secure.identity_path(info.swarm_id))
+    finally:
+        pending.unlink(missing_ok=True)
+    log.info("created private swarm %r (id %s) with this PC as its first member", info.name, info.swarm_id)
+    return CreatedSwarm(info, peer_id, location)
+
+
+# ---- join ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JoinedSwarm:
+    info: SwarmInfo
+    members: int  # active members, this PC included
+    secret_location: object | None  # None when this PC was a member already
+    already_member: bool = False
+
+
+def join_swarm(code: str, host: str, name: str, *, port: int = 0, store: SwarmStore | None = None) -> JoinedSwarm:
+    """Join the swarm of an invite code through the inviter's node, as a fresh identity listening on host:port
+    (the inviter dials back exactly there). A PC that is a member already just reopens the swarm, even with a
+    code that expired since. Raises InviteError, JoinError, StoreError or LifecycleError saying why not."""
+
+    store = store or SwarmStore()
+    invite = decode_invite(code, allow_expired=True)
+    try:
+        node = secure.open_swarm(invite.swarm_id, store)
+        return JoinedSwarm(node.info, _active_members(node.membership()), None, already_member=True)
+    except (SwarmNotFound, secure.SwarmAccessError):
+        pass  # not yet a member (or no longer): join with a fresh identity
+    invite = decode_invite(code)  # an expired code can reopen a swarm joined earlier, not join one
+    if secure.running_node(invite.swarm_id):
+        raise LifecycleError(f"a node of {invite.swarm_name!r} is running on this PC; stop it before joining again")
+    path = secure.identity_path(invite.swarm_id)
+    secure.create_identity(path)
+    log.info("joining %r (%s) as %r", invite.swarm_name, invite.model_id, name)
+    welcome, membership = asyncio.run(request_join(invite, path, host, name[:64], port=port))
+    with secure.store_lock(store):
+        info, location = store.add_joined_swarm(invite, welcome.secret, membership=membership)
+        store.set_bootstrap(info.swarm_id, tuple(dict.fromkeys(welcome.bootstrap + invite.bootstrap))[:MAX_BOOTSTRAP])
+    return JoinedSwarm(store.get(info.swarm_id), len(membership.active), location)
+
+
+def describe_invite_code(code: str) -> Invite:
+    """The invite in a code, expired or not (for `invite show` and the app's join page)."""
+    return decode_invite(code, allow_expired=True)
+
+
+def _active_members(membership) -> int:
+    return len(membership.active) if membership is not None else 0
+
+
+# ---- take part as a member ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MemberSetup:
+    """Everything a process needs to serve (or chat) as this PC's member of a stored swarm."""
+    node: secure.SwarmNode
+    address: ListenAddress
+    port: int  # 0: any
+    initial_peers: tuple[str, ...]  # the known members that answered just now
+    admit: secure.MemberCheck  # who may call this PC's server
+    period_seconds: float
+
+    def dht_options(self, *, client_mode: bool = False):
+        return self.node.dht_options(self.address.host, self.port, initial_peers=self.initial_peers,
+                                     client_mode=client_mode, announce_host=self.address.announce_host)
+
+    def services(self, dht, *, accept_joins: bool = True):
+        """The member list sync and the join handler, as an async context manager (core/swarm/services.py)."""
+        from potluck.core.swarm.services import member_services
+
+        return member_services(self.node, dht, admit=self.admit, accept_joins=accept_joins,
+                               sync_period_seconds=self.period_seconds)
+
+
+def prepare_member(swarm: str, *, host: str | None = None, port: int = 0,
+                   period_seconds: float = DEFAULT_MEMBERSHIP_PERIOD_SECONDS, fallback_to_loopback: bool = False,
+                   environ: Mapping[str, str] = os.environ, store: SwarmStore | None = None) -> MemberSetup:
+    """Open the stored swarm as this PC's member, choose where to listen (the port used last time when free),
+    and find which known members answer. Imports the member services before any DHT process forks."""
+    from potluck.core.swarm import services as _services  # noqa: F401  (defined before the DHT process forks)
+
+    node = secure.open_swarm(swarm, store or SwarmStore(),
+                             refresh_seconds=min(secure.DEFAULT_REFRESH_SECONDS, period_seconds / 2))
+    address = choose_listen_address(host, environ=environ, fallback_to_loopback=fallback_to_loopback)
+    port = port or remembered_port(node.swarm_id)
+    port = free_port(address.host, port) if (port or address.announce_host) else 0
+    known = node.initial_peers()
+    peers = tuple(asyncio.run(reachability.reachable(list(known)))) if known else ()
+    if known and not peers:
+        log.warning("no known member of %r answers right now; running anyway and retrying", node.info.name)
+    return MemberSetup(node, address, port, peers, node.admit(), period_seconds)
+
+
+def own_member_name(node: secure.SwarmNode) -> str:
+    m = node.membership()
+    me = m.get(node.peer_id) if m is not None else None
+    return me.name if me is not None else ""
+
+
+# ---- tell the swarm -----------------------------------------------------------------------------------------------
+def tell_swarm(swarm_id: str, *, host: str | None = None, store: SwarmStore | None = None) -> bool:
+    """With no node running here: join the swarm's DHT briefly and publish this PC's member list. False when no
+    member could be reached."""
+    from potluck.core.swarm.dht import start_dht
+    from potluck.core.swarm.services import MembershipSync
+
+    try:
+        setup = prepare_member(swarm_id, host=host, store=store)
+    except secure.SwarmAccessError:
+        return False
+    if not setup.initial_peers:
+        return False
+    dht = start_dht(replace(setup.dht_options(), port=0))
+    try:
+        sync = MembershipSync(setup.node, dht, [], period_seconds=setup.period_seconds)
+        return bool(asyncio.run(sync.publish()))
+    finally:
+        dht.shutdown()
