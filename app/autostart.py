@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from potluck.app.paths import APP_ID, APP_NAME, linux_autostart_dir, macos_launch_agents_dir
 from PySide6.QtCore import QSettings
+
+from potluck.app.paths import APP_ID, APP_NAME, linux_autostart_dir, macos_launch_agents_dir
 
 WINDOWS_RUN_KEY = r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run"
 MACOS_LABEL = "org.potluck.app"

@@ -11,15 +11,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from potluck.app import theme
-from potluck.app.chat_bubble import MessageBubble
-from potluck.app.icons import IconSet
-from potluck.app.node_process import NodeProcess
-from potluck.app.sampling_panel import SamplingPanel
-from potluck.app.stat_card import label
-from potluck.app.ui_state import UiKey, load_bool, restore_geometry, save_geometry
-from potluck.core import protocol
-from potluck.core.protocol import ChatMessage, NodeState
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -29,6 +20,16 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from potluck.app import theme
+from potluck.app.chat_bubble import MessageBubble
+from potluck.app.icons import IconSet
+from potluck.app.node_process import NodeProcess
+from potluck.app.sampling_panel import SamplingPanel
+from potluck.app.stat_card import label
+from potluck.app.ui_state import UiKey, load_bool, restore_geometry, save_geometry
+from potluck.core import protocol
+from potluck.core.protocol import ChatMessage, NodeState
 
 EMPTY_TEXT = "Ask the pooled model anything.\nReplies stream in as your friends' PCs compute them, block by block."
 NOT_RUNNING_TEXT = "The node is not running, so nothing was sent. Start serving from the tray menu, then send again."

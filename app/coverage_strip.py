@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from potluck.app import theme
-from potluck.app.formatting import block_range
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
+
+from potluck.app import theme
+from potluck.app.formatting import block_range
 
 CELL_GAP_PX = 2
 STRIP_HEIGHT_PX = 26

@@ -9,15 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from potluck.app import theme
-from potluck.app.coverage_strip import CoverageStrip, coverage_summary
-from potluck.app.formatting import block_range, format_bytes, format_count, format_duration, status_line
-from potluck.app.icons import IconSet
-from potluck.app.members_table import MembersTable
-from potluck.app.node_process import NodeProcess
-from potluck.app.stat_card import StatCard, card_frame, label, set_role
-from potluck.app.ui_state import UiKey, restore_geometry, save_geometry
-from potluck.core.protocol import NodeState, Sizing, Stats
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
     QGridLayout,
@@ -28,6 +19,16 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from potluck.app import theme
+from potluck.app.coverage_strip import CoverageStrip, coverage_summary
+from potluck.app.formatting import block_range, format_bytes, format_count, format_duration, status_line
+from potluck.app.icons import IconSet
+from potluck.app.members_table import MembersTable
+from potluck.app.node_process import NodeProcess
+from potluck.app.stat_card import StatCard, card_frame, label, set_role
+from potluck.app.ui_state import UiKey, restore_geometry, save_geometry
+from potluck.core.protocol import NodeState, Sizing, Stats
 
 WAITING_TEXT = "Waiting for the node's first report…"
 

@@ -9,10 +9,11 @@ import enum
 import re
 from pathlib import Path
 
-from potluck.app import theme
-from potluck.core.protocol import NodeState
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
+
+from potluck.app import theme
+from potluck.core.protocol import NodeState
 
 PAINTED_SIZES_PX = (16, 22, 24, 32, 48, 64, 128, 256)
 

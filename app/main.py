@@ -10,13 +10,14 @@ import signal
 import socket
 import sys
 
+from PySide6.QtCore import QSocketNotifier
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+
 from potluck.app.app_controller import PotluckApp, default_context
 from potluck.app.paths import APP_ID, APP_NAME, config_dir
 from potluck.app.qt_compat import protect_singletons
 from potluck.app.single_instance import SingleInstance, instance_key
 from potluck.app.theme import apply_theme
-from PySide6.QtCore import QSocketNotifier
-from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
 
 def make_qapplication(argv: list[str]) -> QApplication:

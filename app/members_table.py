@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStackedWidget, QTableWidget, QTableWidgetItem, QWidget
+
 from potluck.app import theme
 from potluck.app.formatting import block_range, member_state_text
 from potluck.app.stat_card import label
 from potluck.core.protocol import Member
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStackedWidget, QTableWidget, QTableWidgetItem, QWidget
 
 COLUMNS = ("Name", "State", "Blocks")
 EMPTY_TEXT = "No friends online yet. Invite a friend from the tray menu to share the model."

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
 from potluck.app.node_command import NodeTimeouts, RestartPolicy
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
 LOG_TAIL_LINES = 50
 MAX_PENDING_BYTES = protocol.MAX_LINE_CHARS + 1  # an unfinished stdout line longer than this is dropped

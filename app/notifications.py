@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from PySide6.QtCore import QObject
+
 from potluck.app.node_process import NodeProcess
 from potluck.core.protocol import Alert, AlertLevel, NodeState
-from PySide6.QtCore import QObject
 
 ShowMessage = Callable[[str, str, AlertLevel], None]  # (title, text, level)
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from potluck.app import theme
-from potluck.app.stat_card import label
-from potluck.app.ui_state import UiKey, load_json, save_json
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -19,6 +16,10 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from potluck.app import theme
+from potluck.app.stat_card import label
+from potluck.app.ui_state import UiKey, load_json, save_json
 
 
 @dataclass(frozen=True)

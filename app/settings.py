@@ -10,12 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from potluck.app import theme
-from potluck.app.autostart import Autostart
-from potluck.app.config_store import AppConfig, ConfigError, SwarmMode
-from potluck.app.stat_card import label
-from potluck.app.ui_state import UiKey, restore_geometry, save_geometry
-from potluck.app.wizard import model_problem
 from PySide6.QtCore import QSettings, QUrl
 from PySide6.QtGui import QDesktopServices, QIcon
 from PySide6.QtWidgets import (
@@ -31,6 +25,13 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from potluck.app import theme
+from potluck.app.autostart import Autostart
+from potluck.app.config_store import AppConfig, ConfigError, SwarmMode
+from potluck.app.stat_card import label
+from potluck.app.ui_state import UiKey, restore_geometry, save_geometry
+from potluck.app.wizard import model_problem
 
 AUTOMATIC_TEXT = "Automatic (from free memory)"
 

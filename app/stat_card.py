@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from potluck.app import theme
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+
+from potluck.app import theme
 
 
 def card_frame(parent: QWidget | None = None) -> tuple[QFrame, QVBoxLayout]:

@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from PySide6.QtCore import QObject
+from PySide6.QtGui import QAction, QClipboard
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
 from potluck.app.background import run_in_background
 from potluck.app.formatting import status_line
 from potluck.app.icons import IconSet
 from potluck.app.node_process import NodeProcess
 from potluck.core.protocol import AlertLevel, NodeState
-from PySide6.QtCore import QObject
-from PySide6.QtGui import QAction, QClipboard
-from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 MESSAGE_MS = 8000
 

@@ -13,13 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from potluck.app import theme
-from potluck.app.config_store import AppConfig, SwarmMode
-from potluck.app.formatting import status_line
-from potluck.app.node_process import NodeProcess
-from potluck.app.stat_card import card_frame, label
-from potluck.core.protocol import NodeState, Sizing
-from potluck.core.swarm.invite import InviteError, decode_invite
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -35,6 +28,14 @@ from PySide6.QtWidgets import (
     QWizard,
     QWizardPage,
 )
+
+from potluck.app import theme
+from potluck.app.config_store import AppConfig, SwarmMode
+from potluck.app.formatting import status_line
+from potluck.app.node_process import NodeProcess
+from potluck.app.stat_card import card_frame, label
+from potluck.core.protocol import NodeState, Sizing
+from potluck.core.swarm.invite import InviteError, decode_invite
 
 HF_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 INVITE_MODULE_MISSING = ("Invite codes cannot be checked: this copy of Potluck lacks its invite module "

@@ -130,6 +130,7 @@ async def counted_decode(client, prompt: list[int], steps: int, snapshot) -> dic
     taken after the prefill and after `steps` decode steps; returns the differences and the hops per token
     (links the hidden state crosses: servers + 1 with push, 2 x servers when the client relays)."""
     import torch
+
     from potluck.core.client.inference import InferenceSession
 
     session = InferenceSession(client.swarm, client.spec.hidden_size, len(prompt) + steps + 1, push=client.push,

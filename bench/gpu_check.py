@@ -25,6 +25,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check here")
         return 2
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
     from potluck.core.client.model import DistributedModelForCausalLM
     from potluck.core.localswarm import LocalSwarm
     from potluck.core.model.families import family_for
@@ -32,7 +34,6 @@ def main() -> int:
     from potluck.core.model.tiny import make_tiny_model
     from potluck.core.server.memory import probe_free_bytes
     from potluck.core.server.sizing import MemoryPlanInput, plan_num_blocks
-    from transformers import AutoModelForCausalLM, LlamaConfig
 
     ok = True
     free, total = torch.cuda.mem_get_info()

@@ -1,4 +1,5 @@
-"""`potluck generate`: text through the swarm, streamed to the terminal, or one JSON object with `--json`."""
+"""`potluck generate`: text through the swarm (or, with `--local`, the whole model in this process: the reference
+the swarm is compared with), streamed to the terminal, or one JSON object with `--json`."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ from potluck.core.cli.common import CliError, positive_int, print_json, token_id
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="generate text through the swarm")
-    p.add_argument("--model", required=True)
-    p.add_argument("--initial-peers", nargs="+", required=True, metavar="MADDR")
+    p = sub.add_parser("generate", help="generate text through the swarm (or --local: in this process)")
+    p.add_argument("--model", required=True, help="a model folder, a .gguf file or a Hugging Face id")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--initial-peers", nargs="+", metavar="MADDR")
+    where.add_argument("--local", action="store_true", help="run the whole model in this process (the reference)")
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt")
     prompt.add_argument("--prompt-ids", type=token_ids)
+    p.add_argument("--chat", action="store_true", help="send --prompt as one user message through the model's chat "
+                   "template")
+    p.add_argument("--quant", choices=("none", "int8", "int4"), default=None, help="the weight precision: the "
+                   "servers' to route through (default: the one they announce), or with --local how to run (default none)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument("--greedy", action="store_true", help="always pick the likeliest token (the default without sampling options)")
     p.add_argument("--temperature", type=float)
@@ -26,8 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", nargs="*", default=[], metavar="TEXT", help="stop when any of these strings appears")
     p.add_argument("--no-eos", action="store_true", help="do not stop at the end-of-sequence token")
     p.add_argument("--no-push", action="store_true", help="relay every hop through the client instead of server-to-server push")
-    p.add_argument("--dtype", default="float32", help="dtype of hidden states on the wire")
+    p.add_argument("--dtype", default=None, help="through the swarm: hidden states on the wire (default float32); "
+                   "with --local: what the blocks compute in (default auto, the checkpoint's own)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for any server before failing over")
+    p.add_argument("--speculative", choices=("off", "lookup", "draft"), default="off", help="guess tokens and check "
+                   "them in one pass through the swarm: lookup (from the prompt and the reply so far) or draft "
+                   "(--draft-model); the same tokens, fewer trips")
+    p.add_argument("--draft-model", default=None, help="a small local model sharing the tokenizer, for --speculative draft")
+    p.add_argument("--draft-tokens", type=positive_int, default=8, help="most guesses per step (default 8, at most 16)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=generate)
 
@@ -42,29 +55,49 @@ def sampling_kwargs(args: argparse.Namespace) -> dict:
     return kwargs
 
 
-def generate(args: argparse.Namespace) -> int:
+def open_model_for(args: argparse.Namespace):
+    """The model `generate` talks to: the swarm's, or the whole model in this process with --local."""
+    if args.local:
+        from potluck.core.client.local import LocalModelForCausalLM
+
+        return LocalModelForCausalLM.from_pretrained(args.model, dtype=args.dtype or "auto", quant=args.quant or "none")
     from potluck.core.client.model import DistributedModelForCausalLM
 
-    kwargs = sampling_kwargs(args)
-    model = DistributedModelForCausalLM.from_pretrained(
-        args.model, initial_peers=args.initial_peers, dtype=args.dtype, push=not args.no_push, timeout=args.timeout,
+    return DistributedModelForCausalLM.from_pretrained(
+        args.model, initial_peers=args.initial_peers, dtype=args.dtype or "float32", push=not args.no_push,
+        timeout=args.timeout, quant=args.quant,
     )
+
+
+def generate(args: argparse.Namespace) -> int:
+    kwargs = sampling_kwargs(args)
+    if args.chat and args.prompt is None:
+        raise CliError("--chat sends --prompt as a user message: give --prompt")
+    if (args.speculative == "draft") != (args.draft_model is not None):
+        raise CliError("--speculative draft and --draft-model go together")
+    if args.draft_tokens > 16:
+        raise CliError("--draft-tokens is at most 16")
+    model = open_model_for(args)
+    if args.draft_model is not None:
+        from potluck.core.client.local import load_draft_model
+
+        model.draft_model = load_draft_model(args.draft_model)
     try:
         def stream(token_id: int, text: str) -> None:
             if not args.json:
                 sys.stdout.write(text)
                 sys.stdout.flush()
 
-        if args.prompt is not None and not args.json:
+        prompt = dict(messages=[{"role": "user", "content": args.prompt}]) if args.chat else dict(prompt=args.prompt)
+        if args.prompt is not None and not args.json and not args.chat:
             sys.stdout.write(args.prompt)
-        result = model.generate(
-            args.prompt_ids, prompt=args.prompt, max_new_tokens=args.max_new_tokens, stop_strings=args.stop,
-            eos_token_id=None if args.no_eos else model.spec.config.eos_token_id, on_token=stream, **kwargs,
-        )
+        result = model.generate(args.prompt_ids, **prompt, max_new_tokens=args.max_new_tokens, stop_strings=args.stop,
+                                eos_token_id=None if args.no_eos else model.spec.config.eos_token_id, on_token=stream,
+                                speculative=args.speculative, draft_tokens=args.draft_tokens, **kwargs)
     finally:
         model.shutdown()
     if args.json:
-        print_json(result_json(result))
+        print_json({**result_json(result), "compute": model.compute})
     else:
         print()
         print(f"-- {len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tokens/s, stop: {result.stop_reason.value}")
@@ -83,4 +116,5 @@ def result_json(result) -> dict:
         "prefill_seconds": round(result.prefill_seconds, 6),
         "step_seconds_median": round(statistics.median(steps), 6) if steps else None,
         "tokens_per_second": round(result.tokens_per_second, 3), "failovers": len(result.failovers),
+        "draft_proposed": result.draft_proposed, "draft_accepted": result.draft_accepted,
     }

@@ -51,8 +51,14 @@ def add_block_options(p: argparse.ArgumentParser) -> None:
                        help="host this many blocks (default: as many as free memory allows)")
 
 
+PRECISIONS = ("none", "int8", "int4")
+
+
 def add_compute_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16, or float16 (GPU only)")
+    p.add_argument("--dtype", default="auto", help="auto (the checkpoint's own: bfloat16 stays bfloat16), float32, "
+                   "bfloat16, or float16 (GPU only)")
+    p.add_argument("--quant", choices=PRECISIONS, default=None, help="store the blocks' weights at 8 or 4 bits "
+                   "(about 0.27x / 0.16x the memory of float32; default none; with --swarm: the swarm's precision)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--cache-tokens", type=positive_int, default=8192, help="attention-cache budget, tokens per block")
     p.add_argument("--max-session-tokens", type=positive_int, default=4096)
@@ -68,13 +74,13 @@ def serve(args: argparse.Namespace) -> int:
         raise CliError("give --initial-peers to join a swarm, --new-swarm to start one, or --swarm NAME")
     if not args.model:
         raise CliError("give --model (a model folder or Hugging Face id)")
-    from potluck.core.model.loading import parse_dtype
+    from potluck.core.model.loading import check_dtype_name
     from potluck.core.server.runner import ServeOptions, serve_forever
     from potluck.core.swarm.dht import DHTOptions
 
-    parse_dtype(args.dtype, args.device)  # refuse float16 on CPU before loading anything
+    check_dtype_name(args.dtype, args.device)  # refuse float16 on CPU before loading anything
     options = ServeOptions(
-        **_model_options(args, args.model, args.revision),
+        **_model_options(args, args.model, args.revision, args.quant or "none"),
         dht=DHTOptions(initial_peers=tuple(args.initial_peers), host=args.host or "127.0.0.1", port=args.port,
                        identity_path=args.identity, announce_port=args.announce_port),
         server=_server_config(args, args.name),
@@ -98,7 +104,8 @@ def serve_as_member(args: argparse.Namespace, swarm: str) -> int:
         print(f"no known member of {node.info.name!r} answers right now; serving anyway and retrying every "
               f"{member.period_seconds:g} s", file=sys.stderr, flush=True)
     options = ServeOptions(
-        **_model_options(args, args.model or node.info.model_id, args.revision or node.info.model_revision or None),
+        **_model_options(args, args.model or node.info.model_id, args.revision or node.info.model_revision or None,
+                         node.info.quant),
         dht=dataclasses.replace(member.dht_options(), announce_port=getattr(args, "announce_port", None)),
         server=_server_config(args, getattr(args, "name", None) or lifecycle.own_member_name(node)),
         admit=member.admit, attach=member.services,
@@ -115,9 +122,9 @@ def serve_as_member(args: argparse.Namespace, swarm: str) -> int:
     return 0
 
 
-def _model_options(args: argparse.Namespace, model: str, revision: str | None) -> dict:
+def _model_options(args: argparse.Namespace, model: str, revision: str | None, quant: str) -> dict:
     return dict(model=model, blocks=args.blocks, num_blocks=args.num_blocks, dtype=args.dtype, device=args.device,
-                revision=revision)
+                revision=revision, quant=quant)
 
 
 def _server_config(args: argparse.Namespace, name: str):

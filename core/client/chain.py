@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import torch
+
 from potluck.core.client.routing import RouteSpan
 from potluck.core.swarm.records import ServerRecord
 from potluck.core.swarm.streams import SESSION_PROTOCOL, PeerUnreachableError, close_writer, open_stream

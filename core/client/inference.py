@@ -14,9 +14,11 @@ import time
 from dataclasses import dataclass
 
 import torch
+
 from potluck.core.client.chain import SpanFailure, StreamChain
 from potluck.core.client.routing import NoRouteError, RouteSpan
 from potluck.core.client.swarm_view import Hop, SwarmError, SwarmView
+from potluck.core.protocol import RouteHop
 from potluck.core.wire.control import DrainReason
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ class InferenceSession:
     @property
     def route(self) -> list[Hop]:
         return [(s.span, s.record) for s in self.chain.streams]
+
+    def route_hops(self) -> tuple[RouteHop, ...]:
+        """Which server runs which blocks right now, in order."""
+        return tuple(RouteHop(peer_id=span.peer_id, name=record.name, start_block=span.start_block,
+                              end_block=span.end_block) for span, record in self.route)
 
     async def open(self) -> None:
         last_error: Exception | None = None
@@ -88,6 +95,20 @@ class InferenceSession:
         self.position += hidden.shape[1]
         await self._move_off_draining_servers()
         return output
+
+    def rollback_to(self, position: int) -> None:
+        """Forget the tokens from `position` on (rejected speculative guesses): the next step starts there, and
+        every server rolls its cache back to it when that step arrives (steps carry absolute positions)."""
+        if not 0 <= position <= self.position:
+            raise ValueError(f"cannot roll back to {position}: the session holds {self.position} tokens")
+        kept, total = [], 0
+        for chunk in self._inputs:
+            if total + chunk.shape[1] <= position:
+                kept.append(chunk)
+            elif total < position:
+                kept.append(chunk[:, : position - total])
+            total += chunk.shape[1]
+        self._inputs, self.position = kept, position
 
     async def _move_off_draining_servers(self) -> None:
         """Move off servers that asked us to; with no replica yet, keep using them and look again later."""

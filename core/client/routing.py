@@ -146,6 +146,31 @@ def replacement_route(
     )
 
 
+def precision_of(compute: str) -> str:
+    """The weight precision in a compute name: "float32+int4" -> "int4", "bfloat16" -> "none"."""
+    return compute.split("+", 1)[1] if "+" in compute else "none"
+
+
+def choose_compute(records: Iterable[ServerRecord], total_blocks: int, precision: str | None = None) -> str:
+    """The compute name ("bfloat16", "float32+int4", …) to route through: among the ONLINE servers of weight
+    `precision` (any when None), the name whose servers cover every block; among several, the one with the most
+    servers, then the name sorting first. With none covering every block, the one covering the most blocks
+    (routing then names the missing block)."""
+    require_int("total_blocks", total_blocks, minimum=1)
+    groups: dict[str, list[ServerRecord]] = {}
+    for record in records:
+        if record.state is ServerState.ONLINE and precision in (None, precision_of(record.compute)):
+            groups.setdefault(record.compute, []).append(record)
+    if not groups:
+        wanted = f" at precision {precision}" if precision else ""
+        raise NoRouteError(f"no online server{wanted} hosts block 0", 0)
+
+    def covered(group: list[ServerRecord]) -> int:
+        return sum(any(r.hosts(b) for r in group) for b in range(total_blocks))
+
+    return min(groups, key=lambda name: (-covered(groups[name]), -len({r.peer_id for r in groups[name]}), name))
+
+
 def _ms_per_block(record: ServerRecord) -> float:
     if record.throughput_tokens_per_second > 0:
         return 1000.0 / record.throughput_tokens_per_second

@@ -69,13 +69,39 @@ class TokenChooser:
         else:
             self.generator.seed()
 
+    def _penalised(self, logits: torch.Tensor, seen_ids: torch.Tensor) -> torch.Tensor:
+        logits = logits.float().reshape(1, -1)
+        return apply_repetition_penalty(logits, seen_ids.reshape(1, -1), self.params.repetition_penalty)
+
+    def distribution(self, logits: torch.Tensor, seen_ids: torch.Tensor) -> torch.Tensor:
+        """The probabilities sampling draws from ([1, vocab]): after the penalty, temperature, top-k and top-p."""
+        logits = self._penalised(logits, seen_ids) / self.params.temperature
+        return filter_top_p(filter_top_k(logits, self.params.top_k), self.params.top_p).softmax(dim=-1)
+
     def choose(self, logits: torch.Tensor, seen_ids: torch.Tensor) -> int:
         """`logits`: [vocab] for the last position; `seen_ids`: [n] token ids so far (prompt included)."""
-        logits = logits.float().reshape(1, -1)
-        logits = apply_repetition_penalty(logits, seen_ids.reshape(1, -1), self.params.repetition_penalty)
         if not self.params.do_sample:
-            return int(logits.argmax(dim=-1))
-        logits = logits / self.params.temperature
-        logits = filter_top_p(filter_top_k(logits, self.params.top_k), self.params.top_p)
-        probs = logits.softmax(dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+            return int(self._penalised(logits, seen_ids).argmax(dim=-1))
+        return int(torch.multinomial(self.distribution(logits, seen_ids), 1, generator=self.generator))
+
+    def judge(self, logits: torch.Tensor, seen_ids: torch.Tensor, guess: int,
+              draft_probs: torch.Tensor | None = None) -> tuple[int, bool]:
+        """Speculative decoding's check of one guessed token: (the token to emit, whether it is the guess).
+
+        Greedy: the model's own choice, kept if it is the guess. Sampling: the guess is kept with probability
+        min(1, p(guess) / q(guess)) where q is the draft's distribution (certain, q = 1 at the guess, when None);
+        otherwise a token is drawn from the normalised max(0, p - q). Either way the emitted tokens follow the
+        model's own distribution exactly."""
+        if not self.params.do_sample:
+            token = self.choose(logits, seen_ids)
+            return token, token == guess
+        p = self.distribution(logits, seen_ids)[0]
+        q = torch.zeros_like(p) if draft_probs is None else draft_probs.float().reshape(-1)
+        if draft_probs is None:
+            q[guess] = 1.0
+        accept = float(torch.clamp(p[guess] / q[guess], max=1.0)) if q[guess] > 0 else 0.0
+        if float(torch.rand((), generator=self.generator)) < accept:
+            return guess, True
+        residual = torch.clamp(p - q, min=0.0)
+        residual = residual if residual.sum() > 0 else p
+        return int(torch.multinomial(residual / residual.sum(), 1, generator=self.generator)), False

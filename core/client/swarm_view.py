@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from potluck.core.client.backoff import BanList
-from potluck.core.client.routing import NoRouteError, RouteSpan, choose_route, replacement_route
+from potluck.core.client.routing import NoRouteError, RouteSpan, choose_compute, choose_route, replacement_route
 from potluck.core.errors import PotluckError
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm.records import ServerRecord, unique_servers
@@ -27,8 +27,10 @@ class SwarmError(PotluckError, RuntimeError):
 
 class SwarmView:
     def __init__(self, dht, p2p, model_uid: str, num_blocks: int, *, bans: BanList | None = None,
-                 self_peer_id: str | None = None):
+                 self_peer_id: str | None = None, precision: str | None = None):
         self.dht, self.p2p, self.model_uid, self.num_blocks = dht, p2p, model_uid, num_blocks
+        self.precision = precision  # weight precision to route through (none/int8/int4); None: what servers announce
+        self.compute: str | None = None  # the servers' compute name, decided on the first route, then kept
         self.bans = bans or BanList()
         self.latency_ms: dict[str, float] = {}  # round trip to each server, ms (what routing minimises)
         self._measured_at: dict[str, float] = {}
@@ -36,9 +38,17 @@ class SwarmView:
         self.self_peer_id = self_peer_id  # this PC's own server, reached without the network
 
     async def records(self, start: int = 0, end: int | None = None) -> dict[str, ServerRecord]:
+        """Servers of the model that compute in this view's compute name (decided on first use when not given, so
+        every later route and replacement computes the same numbers)."""
         end = self.num_blocks if end is None else end
         by_block = await swarm_dht.fetch_records(self.dht, self.model_uid, range(start, end))
-        return {r.peer_id: r for r in unique_servers(by_block)}
+        servers = unique_servers(by_block)
+        if self.compute is None:
+            try:
+                self.compute = choose_compute(servers, self.num_blocks, self.precision)
+            except NoRouteError as e:
+                raise SwarmError(f"the swarm cannot run {self.model_uid} right now: {e}") from None
+        return {r.peer_id: r for r in servers if r.compute == self.compute}
 
     async def measure_latencies(self, records: dict[str, ServerRecord]) -> None:
         """Ping servers not measured in the last LATENCY_TTL_SECONDS (in parallel); keep round trips in ms."""

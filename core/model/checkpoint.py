@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from potluck.core.errors import PotluckError
+
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PotluckError, RuntimeError):
     """The model cannot be found or read; the message says what is missing and where."""
 
 
@@ -75,20 +77,46 @@ class Checkpoint:
 
 
 def open_checkpoint(model: str, revision: str | None = None, *, cache_dir: str | None = None) -> Checkpoint:
-    """A local folder if `model` is one, else a Hugging Face hub id (downloading lazily, file by file)."""
+    """A local folder if `model` is one, else a Hugging Face hub id (downloading lazily, file by file).
+
+    A `.gguf` file, or a folder with no config.json that holds exactly one `.gguf`, opens as a GGUF checkpoint.
+    """
+    gguf_file = _gguf_file(model)
+    if gguf_file is not None:
+        from potluck.core.model.gguf_checkpoint import open_gguf
+
+        return open_gguf(gguf_file, model=model)
     if os.path.isdir(model):
         return _open_local(Path(model))
     if os.path.exists(model):
-        raise CheckpointError(f"{model} is a file; give the folder that holds config.json and the weights")
+        raise CheckpointError(f"{model} is a file; give the folder that holds config.json and the weights, or a .gguf file")
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", model):
         raise CheckpointError(f"{model!r} is neither a folder nor a Hugging Face model id like 'org/name'")
     return _open_hub(model, revision, cache_dir)
 
 
+def _gguf_file(model: str) -> Path | None:
+    """The GGUF file `model` names (the file itself, or the only .gguf of a folder without config.json), or None."""
+    path = Path(model)
+    if os.path.isfile(model):
+        return path if path.name.lower().endswith(".gguf") else None
+    if not os.path.isdir(model):
+        if model.lower().endswith(".gguf"):
+            raise CheckpointError(f"{model}: no such GGUF file")
+        return None
+    if (path / "config.json").is_file():
+        return None
+    found = sorted(p.name for p in path.iterdir() if p.name.lower().endswith(".gguf") and p.is_file())
+    if len(found) > 1:
+        raise CheckpointError(f"{path} holds {len(found)} .gguf files ({', '.join(found[:4])}); "
+                              f"pass the one to use, e.g. {path / found[0]}")
+    return path / found[0] if found else None
+
+
 def _open_local(folder: Path) -> Checkpoint:
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(f"{folder} has no config.json: is it a transformers model folder?")
+        raise CheckpointError(f"{folder} has no config.json: is it a transformers model folder (or one holding a .gguf file)?")
     config_bytes = config_path.read_bytes()
 
     def fetch(file_name: str) -> Path:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ARCHITECTURES = ("llama", "mistral", "qwen2", "bloom")
+ARCHITECTURES = ("llama", "mistral", "qwen2", "bloom", "qwen3", "qwen3_moe", "mixtral", "gpt_oss", "gemma3")
+TINY_SLIDING_WINDOW = 8  # tokens: shorter than the tests' prompts, so their caches really slide
+TINY_EXPERTS, TINY_EXPERTS_PER_TOKEN = 8, 2
 
 # Text the tokenizer learns its merges from: enough to give common English pieces their own tokens.
 _TOKENIZER_TEXT = """\
@@ -45,6 +47,8 @@ def make_tokenizer(vocab_size: int = 384):
 
 
 def tiny_config(arch: str, *, layers: int, hidden: int, vocab_size: int):
+    """A small config of `arch`: grouped-query attention where the head count allows, a sliding window of
+    TINY_SLIDING_WINDOW tokens mixed with full attention where the family has one, 8 experts (2 per token) for MoE."""
     from transformers import BloomConfig, LlamaConfig, MistralConfig, Qwen2Config
 
     heads = max(2, hidden // 32)
@@ -62,7 +66,58 @@ def tiny_config(arch: str, *, layers: int, hidden: int, vocab_size: int):
         return MistralConfig(**llama_like, sliding_window=4096)
     if arch == "qwen2":
         return Qwen2Config(**llama_like, tie_word_embeddings=True)
+    if arch in _NEW_FAMILIES:
+        return _NEW_FAMILIES[arch](llama_like, hidden // heads, layers)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+
+
+def _qwen3(llama_like: dict, head_dim: int, layers: int):
+    from transformers import Qwen3Config
+
+    # blocks from max_window_layers on slide: a mix of full and sliding attention
+    return Qwen3Config(**llama_like, head_dim=head_dim, use_sliding_window=True, sliding_window=TINY_SLIDING_WINDOW,
+                       max_window_layers=layers // 3, tie_word_embeddings=False)
+
+
+def _qwen3_moe(llama_like: dict, head_dim: int, layers: int):
+    from transformers import Qwen3MoeConfig
+
+    # block 0 keeps a dense feed-forward (mlp_only_layers), the others are sparse; every layer slides
+    return Qwen3MoeConfig(**llama_like, head_dim=head_dim, num_experts=TINY_EXPERTS, num_experts_per_tok=TINY_EXPERTS_PER_TOKEN,
+                          moe_intermediate_size=llama_like["hidden_size"], mlp_only_layers=[0], norm_topk_prob=True,
+                          use_sliding_window=True, sliding_window=TINY_SLIDING_WINDOW)
+
+
+def _mixtral(llama_like: dict, head_dim: int, layers: int):
+    from transformers import MixtralConfig
+
+    return MixtralConfig(**llama_like, head_dim=head_dim, num_local_experts=TINY_EXPERTS // 2,
+                         num_experts_per_tok=TINY_EXPERTS_PER_TOKEN, sliding_window=TINY_SLIDING_WINDOW)
+
+
+def _gpt_oss(llama_like: dict, head_dim: int, layers: int):
+    from transformers import GptOssConfig
+
+    # sliding and full attention alternate; YaRN rotary as in the released models
+    small = {**llama_like, "intermediate_size": llama_like["hidden_size"]}
+    return GptOssConfig(**small, head_dim=head_dim, num_local_experts=TINY_EXPERTS, num_experts_per_tok=TINY_EXPERTS_PER_TOKEN,
+                        sliding_window=TINY_SLIDING_WINDOW, rope_parameters={
+                            "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                            "truncate": False, "original_max_position_embeddings": 64})
+
+
+def _gemma3(llama_like: dict, head_dim: int, layers: int):
+    from transformers import Gemma3TextConfig
+
+    # two sliding layers to one global one; local and global rotary differ as in the released models
+    kinds = ["sliding_attention" if i % 3 != 2 else "full_attention" for i in range(layers)]
+    return Gemma3TextConfig(**llama_like, head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=TINY_SLIDING_WINDOW,
+                            layer_types=kinds, final_logit_softcapping=30.0, rope_parameters={
+                                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0}})
+
+
+_NEW_FAMILIES = {"qwen3": _qwen3, "qwen3_moe": _qwen3_moe, "mixtral": _mixtral, "gpt_oss": _gpt_oss, "gemma3": _gemma3}
 
 
 def make_tiny_model(

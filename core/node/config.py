@@ -27,7 +27,8 @@ class NodeConfig:
     host: str = ""  # address to listen on; "" = the Tailscale address if there is one, else 127.0.0.1
     port: int = 0  # 0 = any free port
     device: str = "auto"  # auto (a GPU if torch sees one), cpu, cuda, cuda:N
-    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16
+    dtype: str = "auto"  # auto (the checkpoint's own: bfloat16 stays bfloat16), float32, bfloat16, float16 (GPU)
+    quant: str = "none"  # weight precision of this PC's blocks: none, int8, int4 (a private swarm's spec decides)
     num_blocks: int | None = None  # host exactly this many blocks instead of sizing from memory
     cache_tokens: int = 8192  # attention-cache budget, tokens per block
 
@@ -57,6 +58,9 @@ def _parse(name: str, value: Any) -> tuple[Any, str]:
         return (value, "") if value in MODES else (None, f"mode must be one of {', '.join(MODES)}, got {value!r}")
     if name in ("model", "log_dir", "host", "device", "dtype"):
         return _text(name, value)
+    if name == "quant":
+        ok = value in ("none", "int8", "int4")
+        return (value, "") if ok else (None, f"quant must be none, int8 or int4, got {value!r}")
     if name in ("swarm_name", "pc_name"):
         return _text(name, value, limit=64)
     if name == "initial_peers":

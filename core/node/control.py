@@ -38,7 +38,6 @@ from potluck.core.node.serving import (
     memory_bytes,
     open_model_checked,
     resolve_device,
-    resolve_dtype,
     serve_options,
     start_serving,
 )
@@ -215,7 +214,6 @@ class NodeController:
             self.set_state(NodeState.FAILED, f"Could not start serving: {exc}")
 
     async def _start_serving(self) -> None:
-
         config = self.config
         network = await self._network()
         if not network.model and config.mode == "join":  # no model in the settings: the swarm names it
@@ -223,7 +221,7 @@ class NodeController:
         self.set_state(NodeState.STARTING, "Opening the model")
         self.spec = await asyncio.to_thread(open_model_checked, network.model, network.revision)
         self.device = await asyncio.to_thread(resolve_device, config.device)
-        options = serve_options(config, network.model, self.device, resolve_dtype(config.dtype, self.device))
+        options = serve_options(config, network.model, self.device, network.quant)
         dht = await self._join_swarm(network)
         options = dataclasses.replace(options, dht=network.dht_options(), admit=network.admit,
                                       revision=network.revision)

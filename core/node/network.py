@@ -63,6 +63,11 @@ class NodeNetwork:
     def revision(self) -> str | None:
         return None
 
+    @property
+    def quant(self) -> str:
+        """The weight precision this PC serves at (a private swarm's spec decides; else the settings)."""
+        return self.config.quant
+
     def dht_options(self):
         from potluck.core.swarm.dht import DHTOptions
 

@@ -58,6 +58,11 @@ class PrivateNetwork(NodeNetwork):
             return None
         return self.swarm.info.model_revision or None
 
+    @property
+    def quant(self) -> str:
+        """The swarm's weight precision: every member serves at it (a mixed swarm would change the numbers)."""
+        return self.swarm.info.quant if self.swarm is not None else self.config.quant
+
     def dht_options(self):
         return self.member.dht_options()
 
@@ -95,7 +100,8 @@ class PrivateNetwork(NodeNetwork):
             pass
         if not self.config.model:
             raise NodeSetupError("No model is set. Choose one in Settings.")
-        return lifecycle.create_swarm(name, self.config.model, member_name=self.config.pc_name).info.swarm_id
+        return lifecycle.create_swarm(name, self.config.model, member_name=self.config.pc_name,
+                                      quant=self.config.quant).info.swarm_id
 
     def _join(self) -> str:
 

@@ -38,18 +38,14 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if device.startswith("cuda") else "float32"
-
-
 def model_problem(model: str) -> str:
     """Why `model` cannot be opened before even trying, in plain words ('' when it may be fine)."""
     if not model:
         return "No model is set. Choose one in Settings."
-    if not os.path.isdir(os.path.expanduser(model)) and not _HUB_ID.fullmatch(model):
-        return f"The model folder {model} does not exist. Choose the model's folder again in Settings."
+    path = os.path.expanduser(model)
+    is_gguf_file = os.path.isfile(path) and path.lower().endswith(".gguf")
+    if not os.path.isdir(path) and not is_gguf_file and not _HUB_ID.fullmatch(model):
+        return f"The model {model} does not exist. Choose the model's folder or .gguf file again in Settings."
     return ""
 
 
@@ -66,22 +62,22 @@ def open_model_checked(model: str, revision: str | None = None):
     except UnsupportedModelError as exc:
         raise NodeSetupError(f"Potluck cannot run this model yet: {exc}") from None
     except CheckpointError as exc:
-        if os.path.isdir(os.path.expanduser(model)):
-            raise NodeSetupError(f"The model folder cannot be used: {exc}") from None
+        if os.path.exists(os.path.expanduser(model)):
+            raise NodeSetupError(f"The model cannot be used: {exc}") from None
         raise  # a hub download failing may work next time
 
 
-def serve_options(config: NodeConfig, model: str, device: str, dtype: str):
+def serve_options(config: NodeConfig, model: str, device: str, quant: str = "none"):
     """The engine's ServeOptions for these settings (the swarm's DHT options and admission are added later)."""
-    from potluck.core.model.loading import DtypeError, parse_dtype
+    from potluck.core.model.loading import DtypeError, check_dtype_name
     from potluck.core.server.runner import ServeOptions
     from potluck.core.server.server import ServerConfig
 
     try:
-        parse_dtype(dtype, device)
+        check_dtype_name(config.dtype, device)
     except DtypeError as exc:
         raise NodeSetupError(f"{exc}.") from None
-    return ServeOptions(model=model, num_blocks=config.num_blocks, dtype=dtype, device=device,
+    return ServeOptions(model=model, num_blocks=config.num_blocks, dtype=config.dtype, quant=quant, device=device,
                         server=ServerConfig(name=config.pc_name, cache_tokens=config.cache_tokens))
 
 
@@ -164,7 +160,7 @@ class Serving:
 async def start_serving(spec, options, config: NodeConfig, dht, progress: Callable[[str], None],
                         on_sizing: Callable[[protocol.Sizing], None]) -> Serving:
     """Size, choose, load, announce. Raises NodeSetupError (plain words) for what a retry will not fix."""
-    from potluck.core.model.loading import load_blocks, parse_dtype
+    from potluck.core.model.loading import load_blocks, resolve_dtype
     from potluck.core.server.runner import start_policies
     from potluck.core.server.server import BlockServer
 
@@ -175,9 +171,9 @@ async def start_serving(spec, options, config: NodeConfig, dht, progress: Callab
                               explanation=range_words(plan, start, end, spec.num_blocks, others), numbers=plan.numbers))
     words = span_words(start, end)
     progress(f"Loading {words}")
-    dtype = parse_dtype(options.dtype, options.device)
+    dtype = resolve_dtype(spec, options.dtype, options.device)
     try:
-        stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device)
+        stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device, quant=options.quant)
     except MemoryError:
         raise NodeSetupError(f"Ran out of memory while loading {words}. Close other programs or set a lower "
                              "memory limit in Settings.") from None

@@ -16,6 +16,7 @@ import time
 from typing import Protocol
 
 import torch
+
 from potluck.core.server.sessions import ServerSession, SessionError
 from potluck.core.swarm.streams import PUSH_PROTOCOL, PeerUnreachableError, close_writer, open_stream
 from potluck.core.wire import control, framing

@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import AsyncContextManager, Callable
 
-from potluck.core.model.loading import ModelSpec, load_blocks, open_model, parse_dtype
+from potluck.core.model.loading import ModelSpec, load_blocks, open_model, resolve_dtype
 from potluck.core.server.block_selection import choose_blocks
 from potluck.core.server.memory import probe_free_bytes
 from potluck.core.server.rebalance import Rebalancer
@@ -29,7 +29,8 @@ class ServeOptions:
     model: str
     blocks: tuple[int, int] | None = None  # explicit range; None: choose from the swarm's coverage
     num_blocks: int | None = None  # how many to host; None: size from free memory
-    dtype: str = "float32"
+    dtype: str = "auto"  # "auto": the checkpoint's own dtype (core/model/loading.resolve_dtype)
+    quant: str = "none"  # weight precision: none, int8 or int4
     device: str = "cpu"
     revision: str | None = None
     dht: swarm_dht.DHTOptions = field(default_factory=swarm_dht.DHTOptions)
@@ -62,11 +63,12 @@ def choose_range(spec: ModelSpec, options: ServeOptions, dht) -> tuple[int, int]
 
 
 def size_from_memory(spec: ModelSpec, options: ServeOptions):
-    dtype = parse_dtype(options.dtype, options.device)
+    dtype = resolve_dtype(spec, options.dtype, options.device)
     free_bytes = probe_free_bytes(options.device)
     return plan_num_blocks(MemoryPlanInput(
         device="cuda" if options.device.startswith("cuda") else "cpu", free_bytes=free_bytes,
-        bytes_per_block=spec.block_bytes(dtype), cache_bytes_per_token_per_block=spec.cache_bytes_per_token(dtype),
+        bytes_per_block=spec.block_bytes(dtype, precision=options.quant),
+        cache_bytes_per_token_per_block=spec.cache_bytes_per_token(dtype),
         cache_tokens=options.server.cache_tokens, workspace_bytes=WORKSPACE_BYTES, reserve_bytes=options.reserve_bytes,
         max_blocks=spec.num_blocks,
     ))
@@ -75,13 +77,13 @@ def size_from_memory(spec: ModelSpec, options: ServeOptions):
 async def run_server(options: ServeOptions, on_ready: Callable[[BlockServer], None], stop: asyncio.Event) -> None:
     """Load, announce, serve until `stop` is set, then drain and announce offline."""
     spec = open_model(options.model, options.revision)
-    dtype = parse_dtype(options.dtype, options.device)
+    dtype = resolve_dtype(spec, options.dtype, options.device)
     dht = swarm_dht.start_dht(options.dht)
     server = None
     try:
         async with options.attach(dht) if options.attach is not None else contextlib.nullcontext():
             start, end = await asyncio.to_thread(choose_range, spec, options, dht)  # it runs its own event loop
-            stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device)
+            stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device, quant=options.quant)
             server = await BlockServer.create(spec, stack, dht, options.server, admit=options.admit)
             start_policies(server, spec, options, dtype)
             on_ready(server)
@@ -97,10 +99,11 @@ def start_policies(server: BlockServer, spec: ModelSpec, options: ServeOptions, 
     """What changes a server's range at runtime: resize under memory pressure, and rebalancing when the server
     chose its range itself (an explicit --blocks range stays where the owner put it)."""
     def load_range(start: int, end: int):
-        return load_blocks(spec, start, end, dtype, options.device)
+        return load_blocks(spec, start, end, dtype, options.device, quant=options.quant)
 
     if options.resize:
-        per_block = spec.block_bytes(dtype) + spec.cache_bytes_per_token(dtype) * options.server.cache_tokens
+        per_block = (spec.block_bytes(dtype, precision=options.quant)
+                     + spec.cache_bytes_per_token(dtype) * options.server.cache_tokens)
         policy = ResizePolicy(reserve_bytes=options.reserve_bytes, per_block_bytes=per_block)
         server.run_in_background(MemoryWatcher(server, lambda: probe_free_bytes(options.device), policy, load_range).run())
     if options.blocks is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import hivemind
 import torch
+
 from potluck.core import __version__
 from potluck.core.model.families import BlockStack
 from potluck.core.model.loading import ModelSpec, dtype_name
@@ -83,7 +84,8 @@ class BlockServer:
         self.peer_id = dht.peer_id.to_base58()
         self.addrs = tuple(swarm_dht.visible_maddrs(dht))[:16]  # asked once: a blocking call into the DHT process
         self.hidden_size = spec.hidden_size
-        self.dtype_name = dtype_name(next(stack.parameters()).dtype)
+        self.dtype_name = dtype_name(next(stack.parameters()).dtype)  # what hidden states are computed in
+        self.compute_name = stack.compute or self.dtype_name  # what the record announces ("float32+int4")
         self.budget = CacheBudget(config.cache_tokens)
         self.stats = ServerStats()
         self.state = ServerState.JOINING
@@ -218,7 +220,7 @@ class BlockServer:
             peer_id=self.peer_id, start_block=self.stack.start, end_block=self.stack.end, state=self.state,
             name=self.config.name[:64], throughput_tokens_per_second=round(self.throughput_tokens_per_second, 3),
             cache_tokens_left=self.budget.left_tokens, addrs=self.addrs,
-            version=__version__, extra={"dtype": self.dtype_name},
+            version=__version__, compute=self.compute_name,
         )
 
     def record_json(self) -> dict:
@@ -307,12 +309,10 @@ async def _discard(reader, limit_bytes: int) -> None:
 
 def measure_throughput(stack: BlockStack, steps: int = 8) -> float:
     """Single-token decode speed of one block, tokens per second (what a hop through this server costs)."""
-    from transformers import DynamicCache
-
     one = stack.subrange(stack.start, stack.start + 1)
     param = next(one.parameters())
     hidden = torch.randn(1, 1, stack.config.hidden_size, dtype=param.dtype, device=param.device)
-    cache = DynamicCache(config=stack.config)
+    cache = one.new_cache()
     with torch.inference_mode():
         one(hidden, cache)  # warm-up
         began = time.perf_counter()

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from potluck.core.model.families import BlockStack
+
+from potluck.core.model.families import BlockStack, CacheRollbackError
 from potluck.core.wire.control import ErrorCode, NextHop
 
 
@@ -70,10 +71,8 @@ class ServerSession:
     history: list[torch.Tensor] = field(default_factory=list)  # output chunks, in order, for fail-over replay
 
     def __post_init__(self) -> None:
-        from transformers import DynamicCache
-
         if self.cache is None:
-            self.cache = DynamicCache(config=self.stack.config)
+            self.cache = self.stack.new_cache()  # sliding-window layers keep their window plus a rollback margin
 
     @property
     def position(self) -> int:
@@ -88,7 +87,10 @@ class ServerSession:
         if position + n_tokens > self.max_length:
             raise SessionError(f"step would reach {position + n_tokens} tokens, past the session's max_length {self.max_length}")
         if position < length:
-            self.cache.crop(position - length)  # negative: remove that many tokens
+            try:
+                self.stack.rollback(self.cache, position)
+            except CacheRollbackError as e:  # a sliding window no longer holds those tokens: the client replays
+                raise SessionError(str(e)) from e
             self._crop_history(position)
         param = next(self.stack.parameters())
         with torch.inference_mode():

@@ -37,6 +37,7 @@ from hivemind.proto import crypto_pb2
 from hivemind.proto.auth_pb2 import AccessToken
 from hivemind.utils.auth import TokenAuthorizerBase
 from hivemind.utils.crypto import RSAPrivateKey, RSAPublicKey
+
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.membership import Membership
 from potluck.core.swarm.store import SwarmStore

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import hivemind
 from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.utils import get_dht_time
+
 from potluck.core.swarm.admission import owner_peer_id
 from potluck.core.swarm.records import RecordError, ServerRecord
 

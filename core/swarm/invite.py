@@ -7,6 +7,7 @@ quotes or brackets are ignored). The characters carry a binary payload:
     format version (1 byte) | swarm id (8) | join credential (16) | expires_at (uint32, unix seconds)
     | max uses (LEB128 varint, 0 = unlimited) | swarm name, model id (1-byte length + UTF-8)
     | model revision (a 40-hex commit as 20 raw bytes after 0xFF, else 1-byte length + UTF-8)
+    | weight precision (1 byte: 0 none, 1 int8, 2 int4; format 2 on; format 1 codes mean none)
     | bootstrap peers, each: tag (peer-id kind << 4 | address kind), address, port (uint16), peer-id bytes
     | CRC-32 of everything before it, little-endian
 
@@ -35,7 +36,9 @@ from dataclasses import dataclass
 from potluck.core.errors import PotluckError
 from potluck.core.swarm.codec import b58decode, b58encode, read_varint, varint
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+PRECISIONS = ("none", "int8", "int4")  # the swarm's weight precision, by its byte in the code
 PREFIX = "potluck-"
 SWARM_ID_BYTES = 8  # random; names the swarm in the store, the keyring and the DHT
 CREDENTIAL_BYTES = 16  # random; the inviter keeps only its SHA-256 and redeems it once per use
@@ -71,6 +74,7 @@ class Invite:
     credential: bytes  # one-time join credential, redeemed at the inviter
     expires_at: int  # unix seconds after which the code is refused
     max_uses: int | None = None  # joins the inviter allows with this code; None = until it expires
+    quant: str = "none"  # the swarm's weight precision: none, int8 or int4
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -91,7 +95,8 @@ class Invite:
         _need(_is_int(self.expires_at) and 0 < self.expires_at < 2**32, "expires_at: unix seconds before 2106")
         _need(self.max_uses is None or (_is_int(self.max_uses) and 1 <= self.max_uses <= MAX_USES_LIMIT),
               f"max_uses: None or 1 to {MAX_USES_LIMIT}")
-        _need(self.version == FORMAT_VERSION, f"version: only format {FORMAT_VERSION} can be written")
+        _need(self.quant in PRECISIONS, f"quant: one of {', '.join(PRECISIONS)}")
+        _need(self.version in READABLE_VERSIONS, f"version: format {self.version} is unknown")
 
     @property
     def invite_id(self) -> str:
@@ -108,12 +113,13 @@ def invite_id_for(credential: bytes) -> str:
 
 def encode_invite(invite: Invite) -> str:
     """The code to paste in a chat: `potluck-` + base32 of the payload and its CRC-32."""
-    out = bytearray([invite.version])
+    out = bytearray([FORMAT_VERSION])  # always the newest format
     out += bytes.fromhex(invite.swarm_id) + invite.credential + struct.pack(">I", invite.expires_at)
     out += varint(invite.max_uses or 0)
     out += _text(invite.swarm_name) + _text(invite.model_id)
     rev = invite.model_revision
     out += b"\xff" + bytes.fromhex(rev) if _HEX40.fullmatch(rev) else _text(rev)
+    out += bytes([PRECISIONS.index(invite.quant)])
     for maddr in invite.bootstrap:
         out += _pack_peer(*parse_multiaddr(maddr))
     out += struct.pack("<I", zlib.crc32(out))
@@ -134,10 +140,10 @@ def decode_invite(code: str, now: float | None = None, *, allow_expired: bool = 
         raise InviteError(TYPO)
     if payload[0] > FORMAT_VERSION:
         raise InviteError(f"This code was made by a newer Potluck (format {payload[0]}): update Potluck to use it")
-    if payload[0] != FORMAT_VERSION:
+    if payload[0] not in READABLE_VERSIONS:
         raise InviteError(f"This code is damaged: unknown format {payload[0]}")
     try:
-        invite = _parse_v1(payload)
+        invite = _parse(payload)
     except (InviteError, struct.error, IndexError, UnicodeDecodeError, ValueError) as e:
         raise InviteError(f"This code is damaged ({e}): ask for a new one") from None
     if not allow_expired and invite.is_expired(now):
@@ -153,7 +159,8 @@ def describe_invite(invite: Invite, now: float | None = None) -> str:
     uses = "until it expires" if invite.max_uses is None else f"for {invite.max_uses} join(s)"
     lines = [
         f"Swarm:     {invite.swarm_name} (id {invite.swarm_id})",
-        f"Model:     {invite.model_id}" + (f" @ {invite.model_revision}" if invite.model_revision else ""),
+        f"Model:     {invite.model_id}" + (f" @ {invite.model_revision}" if invite.model_revision else "")
+        + (f", weights at {invite.quant}" if invite.quant != "none" else ""),
         f"Code:      {invite.invite_id}, {state}, {uses}",
         "Join via:  " + "\n           ".join(invite.bootstrap),
     ]
@@ -181,7 +188,7 @@ def parse_multiaddr(maddr: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6A
     return addr, int(port), peer_id
 
 
-def _parse_v1(p: bytes) -> Invite:
+def _parse(p: bytes) -> Invite:
     swarm_id = p[1:9].hex()
     credential = p[9:25]
     (expires_at,) = struct.unpack(">I", p[25:29])
@@ -193,11 +200,16 @@ def _parse_v1(p: bytes) -> Invite:
         _need(len(revision) == 40, "truncated revision")
     else:
         revision, i = _read_text(p, i)
+    quant = "none"
+    if p[0] >= 2:
+        _need(p[i] < len(PRECISIONS), f"unknown precision {p[i]}")
+        quant, i = PRECISIONS[p[i]], i + 1
     peers = []
     while i < len(p):
         maddr, i = _unpack_peer(p, i)
         peers.append(maddr)
-    return Invite(name, swarm_id, model_id, revision, tuple(peers), credential, expires_at, max_uses or None)
+    return Invite(name, swarm_id, model_id, revision, tuple(peers), credential, expires_at, max_uses or None, quant,
+                  version=p[0])
 
 
 def _pack_peer(addr, port: int, peer_id: str) -> bytes:

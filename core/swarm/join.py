@@ -259,6 +259,7 @@ async def request_join(invite: Invite, identity_path: Path, host: str, name: str
     """Join through the invite's bootstrap peers, as the identity in `identity_path` listening on host:port.
     Raises JoinError with advice (unreachable, one-way reachability, used-up code, ...)."""
     from hivemind.p2p import P2P
+
     from potluck.core.swarm.admission import tailnet_p2p_kwargs
     from potluck.core.swarm.streams import PeerUnreachableError, close_writer, open_stream
 

@@ -115,17 +115,17 @@ class CreatedSwarm:
     secret_location: object  # core.secrets.SecretLocation
 
 
-def create_swarm(name: str, model: str, revision: str = "", *, member_name: str = "",
+def create_swarm(name: str, model: str, revision: str = "", *, member_name: str = "", quant: str = "none",
                  store: SwarmStore | None = None) -> CreatedSwarm:
     """A new private swarm with this PC as its first member (a fresh identity, the secret in the keyring or a
-    private file)."""
+    private file). Every member serves its blocks at the swarm's weight precision `quant`."""
     store = store or SwarmStore()
     pending = secure.identities_dir() / f".new-{os.getpid()}-{time.time_ns()}.key"  # renamed once the id is known
     peer_id = secure.create_identity(pending)
     try:
         with secure.store_lock(store):
             info, location = store.create_swarm(name, model, revision, creator_peer_id=peer_id,
-                                                creator_name=(member_name or socket.gethostname())[:64])
+                                                creator_name=(member_name or socket.gethostname())[:64], quant=quant)
         pending.replace(secure.identity_path(info.swarm_id))
     finally:
         pending.unlink(missing_ok=True)

@@ -38,6 +38,7 @@ class ServerRecord:
     cache_tokens_left: int = 0  # KV-cache tokens still free (per block)
     addrs: tuple[str, ...] = ()  # multiaddrs the server listens on
     version: str = ""  # Potluck version of the server
+    compute: str = ""  # what its blocks compute in: "bfloat16", "float32+int4", … (clients route on one only)
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown fields from newer peers, kept as-is
 
     def __post_init__(self) -> None:
@@ -53,6 +54,7 @@ class ServerRecord:
             "throughput must be a finite non-negative number",
         )
         _check(_is_int(self.cache_tokens_left) and self.cache_tokens_left >= 0, "cache_tokens_left must be >= 0")
+        _check(isinstance(self.compute, str) and len(self.compute) <= 32, "compute must be a short string")
         _check(
             isinstance(self.addrs, tuple) and len(self.addrs) <= 16 and all(isinstance(a, str) and len(a) < 256 for a in self.addrs),
             "addrs must be at most 16 short strings",
@@ -80,7 +82,7 @@ class ServerRecord:
         if not isinstance(wire, Mapping):
             raise RecordError(f"record must be a mapping, got {type(wire).__name__}")
         known = {"peer_id", "start_block", "end_block", "state", "name", "throughput_tokens_per_second",
-                 "cache_tokens_left", "addrs", "version"}
+                 "cache_tokens_left", "addrs", "version", "compute"}
         missing = {"peer_id", "start_block", "end_block", "state"} - set(wire)
         if missing:
             raise RecordError(f"record lacks {sorted(missing)}")
@@ -103,6 +105,7 @@ class ServerRecord:
                 cache_tokens_left=wire.get("cache_tokens_left", 0),
                 addrs=tuple(addrs),
                 version=str(wire.get("version", "")),
+                compute=wire.get("compute", ""),
                 extra=extra,
             )
         except (TypeError, ValueError) as e:

@@ -242,6 +242,7 @@ class SwarmNode:
     def dht_extra(self, authorizer=None) -> dict:
         """hivemind.DHT keyword arguments of a member, on top of what DHTOptions sets (host, peers, identity)."""
         from hivemind.dht.crypto import RSASignatureValidator
+
         from potluck.core.swarm.admission import tailnet_p2p_kwargs
 
         authorizer = authorizer or self.authorizer()

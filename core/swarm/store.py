@@ -27,7 +27,7 @@ from potluck.core import paths
 from potluck.core import secrets as swarm_secrets
 from potluck.core.errors import PotluckError
 from potluck.core.swarm import membership as ms
-from potluck.core.swarm.invite import CREDENTIAL_BYTES, SWARM_ID_BYTES, Invite, format_utc
+from potluck.core.swarm.invite import CREDENTIAL_BYTES, PRECISIONS, SWARM_ID_BYTES, Invite, format_utc
 
 STORE_FORMAT = 1
 SECRET_BYTES = 32
@@ -70,6 +70,7 @@ class SwarmInfo:
     bootstrap: tuple[str, ...] = ()  # multiaddrs of peers to (re)join through
     invites: tuple[InviteRecord, ...] = ()
     membership: dict[str, Any] | None = None  # signed list as stored; read it with SwarmStore.membership()
+    quant: str = "none"  # the swarm's weight precision (none, int8, int4): every member serves at it
 
 
 class SwarmStore:
@@ -99,10 +100,12 @@ class SwarmStore:
         raise SwarmNotFound(f"this PC knows no swarm {swarm!r}; `potluck swarms` lists them")
 
     def create_swarm(self, name: str, model_id: str, revision: str, *, creator_peer_id: str | None = None,
-                     creator_name: str = "", now: float | None = None
+                     creator_name: str = "", now: float | None = None, quant: str = "none"
                      ) -> tuple[SwarmInfo, swarm_secrets.SecretLocation]:
         """A new swarm with a random id and secret. With `creator_peer_id`, its member list starts with it."""
         now = time.time() if now is None else now
+        if quant not in PRECISIONS:
+            raise StoreError(f"a swarm's precision is one of {', '.join(PRECISIONS)}, not {quant!r}")
         name = name.strip()
         if not 0 < len(name) <= 64 or not name.isprintable():
             raise StoreError("a swarm name must be 1 to 64 printable characters")
@@ -113,7 +116,7 @@ class SwarmStore:
         signed = None
         if creator_peer_id is not None:
             signed = ms.sign_membership(ms.new_membership(swarm_id, creator_peer_id, creator_name, now), secret)
-        info = SwarmInfo(swarm_id, name, model_id.strip(), revision.strip(), now, True, membership=signed)
+        info = SwarmInfo(swarm_id, name, model_id.strip(), revision.strip(), now, True, membership=signed, quant=quant)
         with self._lock:
             swarms = self._read()
             swarms[swarm_id] = info
@@ -127,7 +130,7 @@ class SwarmStore:
         location = self._secrets.store_secret(invite.swarm_id, secret)
         signed = ms.sign_membership(membership, secret) if membership is not None else None
         info = SwarmInfo(invite.swarm_id, invite.swarm_name, invite.model_id, invite.model_revision, now, False,
-                         invite.bootstrap, membership=signed)
+                         invite.bootstrap, membership=signed, quant=invite.quant)
         with self._lock:
             swarms = self._read()
             if invite.swarm_id in swarms:
@@ -162,7 +165,7 @@ class SwarmStore:
         info = self.get(swarm_id)
         credential = std_secrets.token_bytes(CREDENTIAL_BYTES)
         invite = Invite(info.name, info.swarm_id, info.model_id, info.model_revision, tuple(bootstrap), credential,
-                        int(now + expires_in_seconds), max_uses)
+                        int(now + expires_in_seconds), max_uses, info.quant)
         record = InviteRecord(invite.invite_id, hashlib.sha256(credential).hexdigest(), now, invite.expires_at,
                               max_uses, max_uses)
         self._update(info.swarm_id, lambda s: replace(s, invites=_pruned(s.invites, now) + (record,)))

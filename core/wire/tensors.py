@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 import torch
+
 from potluck.core.wire import control
 from potluck.core.wire.framing import KIND_ACK, KIND_JSON, KIND_STEP, MAX_MESSAGE_BYTES, WireError
 

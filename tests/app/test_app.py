@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from PySide6.QtWidgets import QApplication
+
 from potluck.app.app_controller import AppContext, PotluckApp
 from potluck.app.autostart import Autostart
 from potluck.app.config_store import AppConfig, SwarmMode, load_config, save_config
@@ -17,8 +19,6 @@ from potluck.app.secrets_store import SecretKey, SecretStore
 from potluck.app.wizard import real_invite_decoder
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
-from PySide6.QtWidgets import QApplication
-
 from tests.app.node_records import launches, sent_commands
 from tests.app.test_wizard import valid_invite_code
 

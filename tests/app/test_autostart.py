@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import plistlib
 
+from PySide6.QtCore import QSettings
+
 from potluck.app.autostart import Autostart, gui_command, linux_desktop_entry, macos_launch_agent, windows_run_value
 from potluck.app.paths import linux_autostart_dir
-from PySide6.QtCore import QSettings
 
 COMMAND = ["/opt/Potluck/potluck"]
 

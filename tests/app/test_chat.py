@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
+
 from potluck.app.chat import NOT_RUNNING_TEXT, ChatWindow
 from potluck.app.sampling_panel import SamplingPanel, SamplingSettings
 from potluck.core import protocol
-from PySide6.QtCore import Qt
-
 from tests.app.node_records import sent_commands
 
 WAIT_MS = 15_000

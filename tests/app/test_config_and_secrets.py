@@ -6,6 +6,7 @@ import json
 import stat
 
 import pytest
+
 from potluck.app.config_store import AppConfig, ConfigError, ConfigKey, SwarmMode, load_config, save_config
 from potluck.app.secrets_store import SecretKey, SecretStore
 from potluck.core import paths

@@ -7,7 +7,6 @@ import json
 from potluck.app.dashboard import Dashboard, gave_used_text
 from potluck.app.members_table import EMPTY_TEXT
 from potluck.core.protocol import NodeState, Stats
-
 from tests.app.node_records import launches, sent_commands
 
 WAIT_MS = 15_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from potluck.app.coverage_strip import coverage_summary, gap_ranges
 from potluck.app.formatting import block_range, format_count, format_duration, friends_online, status_line
 from potluck.core.protocol import Member, NodeState, Stats

@@ -3,6 +3,7 @@
 import sys
 
 import pytest
+
 from potluck.app.app_controller import cli_invite_maker
 
 FAKE_CLI = """

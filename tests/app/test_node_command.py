@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from potluck.app.node_command import RestartPolicy, node_command, node_environment, program_command
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from potluck.app.node_command import NodeTimeouts, RestartPolicy
 from potluck.app.node_process import NodeProcess
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
-
 from tests.app.node_records import launches, sent_commands
 
 WAIT_MS = 15_000  # generous: these wait for real processes on a busy 2-core machine, never assert speed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from potluck.core import protocol as p
 from potluck.core.protocol import NodeState, ProtocolError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from potluck.app.autostart import Autostart
 from potluck.app.config_store import AppConfig, SwarmMode
 from potluck.app.settings import SettingsWindow

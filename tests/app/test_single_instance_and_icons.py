@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from potluck.app.icons import IconSet, IconState, icon_files, icon_state_for
 from potluck.app.paths import resources_dir
 from potluck.app.single_instance import SingleInstance, instance_key

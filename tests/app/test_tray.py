@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from potluck.app.tray import Tray
-from potluck.core.protocol import NodeState
 from PySide6.QtCore import QPoint
 from PySide6.QtWidgets import QApplication
+
+from potluck.app.tray import Tray
+from potluck.core.protocol import NodeState
 
 WAIT_MS = 15_000
 

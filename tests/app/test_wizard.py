@@ -7,6 +7,8 @@ import hashlib
 import time
 
 import pytest
+from PySide6.QtWidgets import QWizard
+
 from potluck.app.config_store import SwarmMode
 from potluck.app.wizard import (
     INVITE_MODULE_MISSING,
@@ -18,7 +20,6 @@ from potluck.app.wizard import (
     real_invite_decoder,
 )
 from potluck.core.protocol import NodeState
-from PySide6.QtWidgets import QWizard
 
 WAIT_MS = 15_000
 

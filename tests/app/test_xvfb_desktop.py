@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from potluck.app.config_store import AppConfig, SwarmMode, save_config
 
+from potluck.app.config_store import AppConfig, SwarmMode, save_config
 from tests.app.node_records import launches
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,15 +16,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from PySide6.QtCore import QEventLoop, QPoint  # noqa: E402
+from PySide6.QtGui import QColor  # noqa: E402
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget  # noqa: E402
+
 from potluck.app.app_controller import PotluckApp, default_context  # noqa: E402
 from potluck.app.main import make_qapplication  # noqa: E402
 from potluck.app.qt_compat import protect_singletons  # noqa: E402
 from potluck.app.theme import BACKGROUND, apply_theme  # noqa: E402
 from potluck.app.wizard import FirstRunWizard, real_invite_decoder  # noqa: E402
 from potluck.core.protocol import NodeState  # noqa: E402
-from PySide6.QtCore import QEventLoop, QPoint  # noqa: E402
-from PySide6.QtGui import QColor  # noqa: E402
-from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget  # noqa: E402
 
 WAIT_SECONDS = 20.0
 

@@ -2,7 +2,7 @@ import pytest
 
 from potluck.core.model.tiny import make_tiny_model
 
-ARCHS = ("llama", "mistral", "qwen2", "bloom")
+ARCHS = ("llama", "mistral", "qwen2", "bloom", "qwen3", "qwen3_moe", "mixtral", "gpt_oss", "gemma3")
 LAYERS = 6
 
 

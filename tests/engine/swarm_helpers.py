@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from potluck.core.client.model import LoopThread
+from potluck.core.client.loop_thread import LoopThread
 from potluck.core.model.loading import load_blocks, open_model
 from potluck.core.server.server import BlockServer, ServerConfig
 from potluck.core.swarm.dht import DHTOptions, start_dht, visible_maddrs
 
 
 class InProcessSwarm:
-    def __init__(self, model_dir, ranges, *, config: ServerConfig | None = None):
-        self.model_dir, self.ranges = str(model_dir), list(ranges)
+    def __init__(self, model_dir, ranges, *, config: ServerConfig | None = None, quant: str = "none"):
+        self.model_dir, self.ranges, self.quant = str(model_dir), list(ranges), quant
         self.config = config or ServerConfig(announce_period_seconds=2.0, record_ttl_seconds=6.0)
         self.spec = open_model(self.model_dir)
         self.loop = LoopThread()
@@ -24,7 +24,7 @@ class InProcessSwarm:
     def add(self, start: int, end: int, config: ServerConfig | None = None) -> BlockServer:
         dht = start_dht(DHTOptions(initial_peers=tuple(self.initial_peers) if self.dhts else ()))
         self.dhts.append(dht)
-        stack = load_blocks(self.spec, start, end)
+        stack = load_blocks(self.spec, start, end, quant=self.quant)
         server = self.loop.run(BlockServer.create(self.spec, stack, dht, config or self.config), timeout=60)
         self.servers.append(server)
         return server

@@ -5,11 +5,12 @@ import subprocess
 import sys
 
 import pytest
+
 from potluck.core.localswarm import LocalSwarm, child_environment
 
 from .test_exactness import reference
 
-POTLUCK = [sys.executable, "-m", "potluck.app.entry"]
+POTLUCK = [sys.executable, "-m", "potluck.core"]
 
 
 def potluck(*args, timeout=180):

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, DynamicCache
+
 from potluck.core.client.inference import InferenceSession
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.localswarm import split_blocks
-from transformers import AutoModelForCausalLM, DynamicCache
 
 from .conftest import ARCHS, LAYERS
 from .swarm_helpers import InProcessSwarm

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from potluck.core.model.checkpoint import CheckpointError
 from potluck.core.model.loading import load_blocks, load_client_parts, open_model
 

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+
 from potluck.core.model.checkpoint import CheckpointError, open_checkpoint
 from potluck.core.model.families import UnsupportedModelError
 from potluck.core.model.loading import DtypeError, load_blocks, load_client_parts, open_model, parse_dtype

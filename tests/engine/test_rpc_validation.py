@@ -6,6 +6,7 @@ import struct
 
 import pytest
 import torch
+
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.swarm.dht import DHTOptions, start_dht
 from potluck.core.swarm.streams import PUSH_PROTOCOL, SESSION_PROTOCOL, open_stream

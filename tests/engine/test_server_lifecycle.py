@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.client.swarm_view import SwarmError
 from potluck.core.server.server import ServerConfig

@@ -1,4 +1,5 @@
 import pytest
+
 from potluck.core.client.backoff import BanList
 
 

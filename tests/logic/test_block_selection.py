@@ -1,4 +1,5 @@
 import pytest
+
 from potluck.core.server.block_selection import choose_blocks, coverage, should_move, throughput_per_block
 from potluck.core.swarm.records import ServerRecord, ServerState
 

@@ -2,11 +2,14 @@ import itertools
 import random
 
 import pytest
+
 from potluck.core.client.routing import (
     UNMEASURED_MS_PER_BLOCK,
     NoRouteError,
     RouteSpan,
+    choose_compute,
     choose_route,
+    precision_of,
     replacement_route,
 )
 from potluck.core.swarm.records import ServerRecord, ServerState
@@ -239,3 +242,34 @@ def test_large_swarm_is_fast():
     records.append(rec("base", 0, 80, tp=5.0))
     spans = choose_route(records, 80, latency_ms={r.peer_id: float(i % 13) for i, r in enumerate(records)})
     assert spans[0].start_block == 0 and spans[-1].end_block == 80
+
+
+def crec(peer, start, end, compute, state=ONLINE):
+    return ServerRecord(peer_id=peer, start_block=start, end_block=end, state=state, throughput_tokens_per_second=100.0,
+                        cache_tokens_left=10_000, compute=compute)
+
+
+@pytest.mark.parametrize("name, records, precision, expected", [
+    ("one precision", [crec("a", 0, 4, "bfloat16")], None, "bfloat16"),
+    ("the one covering every block wins", [crec("a", 0, 4, "float32+int8"), crec("b", 0, 2, "bfloat16"),
+                                          crec("c", 2, 3, "bfloat16")], None, "float32+int8"),
+    ("then the one with more servers", [crec("a", 0, 4, "float32+int8"), crec("b", 0, 2, "float32+int4"),
+                                        crec("c", 2, 4, "float32+int4")], None, "float32+int4"),
+    ("then the name", [crec("a", 0, 4, "float32+int8"), crec("b", 0, 4, "bfloat16")], None, "bfloat16"),
+    ("asked precision only", [crec("a", 0, 4, "float32+int8"), crec("b", 0, 2, "float32+int4")], "int4", "float32+int4"),
+    ("none means unquantized", [crec("a", 0, 4, "float32+int8"), crec("b", 0, 4, "bfloat16")], "none", "bfloat16"),
+    ("offline servers do not count", [crec("a", 0, 4, "bfloat16", OFFLINE), crec("b", 0, 1, "float32")], None, "float32"),
+    ("old servers announce nothing", [crec("a", 0, 4, "")], None, ""),
+])
+def test_choose_compute(name, records, precision, expected):
+    assert choose_compute(records, 4, precision) == expected
+
+
+def test_choose_compute_without_servers_of_that_precision():
+    with pytest.raises(NoRouteError, match="at precision int4"):
+        choose_compute([crec("a", 0, 4, "bfloat16")], 4, "int4")
+
+
+@pytest.mark.parametrize("compute, precision", [("bfloat16", "none"), ("float32+int8", "int8"), ("", "none")])
+def test_precision_of(compute, precision):
+    assert precision_of(compute) == precision

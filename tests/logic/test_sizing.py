@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+
 from potluck.core.numbers import GIB, KIB, MIB, format_bytes
 from potluck.core.server.sizing import MemoryPlanInput, SizingError, blocks_to_grow, blocks_to_shed, plan_num_blocks
 

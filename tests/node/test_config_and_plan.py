@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from potluck.core.node.config import NodeConfig, apply_values, network_key, restart_needed
 from potluck.core.node.plan import BlockPlan, NodeSetupError, apply_memory_cap, plan_from_sizing, range_words
 from potluck.core.node.serving import model_problem
@@ -111,9 +112,10 @@ def test_range_words_do_not_repeat_the_engine():
 
 @pytest.mark.parametrize("model, problem", [
     ("", "No model is set. Choose one in Settings."),
-    ("/no/such/folder", ("The model folder /no/such/folder does not exist. Choose the model's folder again in "
-                         "Settings.")),
-    ("~/no-such-model-folder", "The model folder ~/no-such-model-folder does not exist."),
+    ("/no/such/folder", ("The model /no/such/folder does not exist. Choose the model's folder or .gguf file again "
+                         "in Settings.")),
+    ("~/no-such-model-folder", "The model ~/no-such-model-folder does not exist."),
+    ("/no/such/model.gguf", "The model /no/such/model.gguf does not exist."),
     ("org/name", ""),  # a Hugging Face id: downloading is tried
     ("gpt2", ""),
 ])
@@ -121,3 +123,5 @@ def test_model_problem(model, problem, tmp_path):
     got = model_problem(model)
     assert got.startswith(problem) if problem else got == ""
     assert model_problem(str(tmp_path)) == ""  # an existing folder: open_model says what is wrong with it, if anything
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert model_problem(str(tmp_path / "m.gguf")) == ""  # an existing .gguf file, likewise

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from potluck.app.config_store import AppConfig, SwarmMode, save_config
 
+from potluck.app.config_store import AppConfig, SwarmMode, save_config
 from tests.app.test_xvfb_desktop import x_display  # noqa: F401  (Xvfb + trayer, or a skip saying what is missing)
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
-
 from tests.node.node_driver import NodeUnderTest, node_environment
 
 PC_NAME = "Sam's desktop"
@@ -58,8 +58,8 @@ def test_a_missing_model_folder_fails_in_words_and_the_node_stays(tmp_path):
         node.send(protocol.SetConfig(values=gui_values(str(tmp_path / "no-such-model"), tmp_path)))
         node.send(protocol.Start())
         failed = node.state(NodeState.FAILED, timeout=60)
-        assert failed.detail == (f"The model folder {tmp_path / 'no-such-model'} does not exist. "
-                                 "Choose the model's folder again in Settings.")
+        assert failed.detail == (f"The model {tmp_path / 'no-such-model'} does not exist. "
+                                 "Choose the model's folder or .gguf file again in Settings.")
         node.send(protocol.Start())  # Try again: the same words, and still alive
         node.state(NodeState.STARTING, timeout=10)
         assert node.state(NodeState.FAILED, timeout=30).detail == failed.detail

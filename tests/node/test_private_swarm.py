@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
 from potluck.core.swarm.store import SwarmStore
-
 from tests.node.node_driver import REPO, NodeUnderTest, node_environment
 from tests.node.test_node_process import gui_values, reply
 

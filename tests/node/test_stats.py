@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from potluck.core import protocol
 from potluck.core.node import stats
 from potluck.core.node.stats import Contribution, Me

@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from potluck.app.app_controller import PotluckApp  # noqa: E402
 from potluck.core.protocol import NodeState  # noqa: E402
-
 from tests.app.xvfb_driver import distinct_colors, launch_app, menu_names, open_menu_at_icon, pump, wait_until  # noqa: E402
 
 START_SECONDS = 240.0  # the real node imports torch and hivemind, starts a DHT and loads blocks (2 shared cores)

@@ -1,4 +1,5 @@
 import pytest
+
 from potluck.core.model.tiny import make_tiny_model
 
 

@@ -4,9 +4,9 @@ import signal
 import time
 
 import pytest
+
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.localswarm import LocalSwarm
-
 from tests.engine.test_exactness import reference
 
 pytestmark = pytest.mark.slow
@@ -14,7 +14,7 @@ PROMPT = [4, 8, 15, 16, 23, 42]
 NEW_TOKENS = 24
 
 
-def generate_and_disturb(model_dir, swarm, victim, disturb, at_token=6, push=True):
+def generate_and_disturb(model_dir, swarm, victim, disturb, at_token=6, push=True, prompt=PROMPT, **generate):
     """Generate greedily while pinning the route through `victim`, and `disturb(victim)` after `at_token` tokens."""
     client = DistributedModelForCausalLM.from_pretrained(str(model_dir), initial_peers=swarm.initial_peers, push=push, timeout=5)
     try:
@@ -27,7 +27,7 @@ def generate_and_disturb(model_dir, swarm, victim, disturb, at_token=6, push=Tru
             if len(stamps) == at_token:
                 disturb(victim)
 
-        result = client.generate(PROMPT, max_new_tokens=NEW_TOKENS, eos_token_id=None, on_token=on_token)
+        result = client.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=None, on_token=on_token, **generate)
     finally:
         client.shutdown()
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -45,6 +45,24 @@ def test_kill_9_mid_generation_keeps_the_output(resilience_model, push):
         assert result.failovers[0].to_peers == (swarm.servers[2].peer_id,)
         assert result.failovers[0].replayed_tokens >= len(PROMPT) + 5
         assert max(gaps) < 1.0, f"next token took {max(gaps):.2f} s after the kill"  # the issue's target on loopback
+
+
+@pytest.mark.parametrize("push", [True, False])
+def test_kill_9_during_speculative_decoding_keeps_the_output(resilience_model, push):
+    """Guesses ride along with each step; a server dies mid-verification; the replacement's cache is rebuilt
+    from the client's and the servers' history without the rejected guesses; the tokens are unchanged."""
+    from potluck.core.client.local import LocalModelForCausalLM
+
+    prompt = [4, 8, 15, 16, 23, 42, 4, 8, 15, 16, 23, 42, 4, 8]
+    plain = LocalModelForCausalLM.from_pretrained(str(resilience_model)).generate(prompt, max_new_tokens=NEW_TOKENS,
+                                                                                  eos_token_id=None)
+    with LocalSwarm(str(resilience_model), [(0, 3), (3, 6), (3, 6)]) as swarm:
+        victim = swarm.servers[1]
+        result, _ = generate_and_disturb(resilience_model, swarm, victim, lambda s: s.process.send_signal(signal.SIGKILL),
+                                         push=push, prompt=prompt, at_token=4, speculative="lookup")
+        assert result.token_ids == plain.token_ids, result.failovers
+        assert [f.from_peer for f in result.failovers] == [victim.peer_id]
+        assert result.draft_proposed > 0
 
 
 def test_kill_9_of_the_first_server_replays_from_the_client(resilience_model):
@@ -101,7 +119,7 @@ def test_failover_skips_a_replacement_that_died_too(resilience_model):
                 if count[0] == 6:
                     victim.process.send_signal(signal.SIGKILL)
 
-            result = client.generate(PROMPT, max_new_tokens=NEW_TOKENS, eos_token_id=None, on_token=on_token)
+            result = client.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=None, on_token=on_token, **generate)
         finally:
             client.shutdown()
         assert result.token_ids == ref_tokens, result.failovers

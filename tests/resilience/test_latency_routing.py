@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.localswarm import LocalSwarm
-
 from tests.engine.test_exactness import reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-from potluck.core.localswarm import LocalSwarm, child_environment
 
+from potluck.core.localswarm import LocalSwarm, child_environment
 from tests.engine.test_exactness import reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]

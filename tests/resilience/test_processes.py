@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import pytest
+
 from potluck.core.localswarm import LocalSwarm
 
 pytestmark = pytest.mark.slow

@@ -3,13 +3,13 @@
 import time
 
 import pytest
+
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.model.loading import load_blocks
 from potluck.core.server.rebalance import Rebalancer
 from potluck.core.server.runner import ServeOptions, choose_range
 from potluck.core.server.server import BlockServer
 from potluck.core.swarm.dht import DHTOptions, start_dht
-
 from tests.engine.swarm_helpers import InProcessSwarm
 from tests.engine.test_exactness import reference
 

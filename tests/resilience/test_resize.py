@@ -3,11 +3,11 @@
 import time
 
 import pytest
+
 from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.model.loading import load_blocks
 from potluck.core.server.resize import ResizePolicy
 from potluck.core.swarm import dht as swarm_dht
-
 from tests.engine.swarm_helpers import InProcessSwarm
 from tests.engine.test_exactness import reference
 

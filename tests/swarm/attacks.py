@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import hivemind
+
 from potluck.core.swarm import admission as ad
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm import membership as ms
@@ -80,6 +81,7 @@ async def try_session(p2p, peer_id: str, maddrs, model_uid: str, start: int, end
 
 async def try_push(p2p, peer_id: str, maddrs, hidden_size: int) -> tuple[bool, str | None]:
     import torch
+
     from potluck.core.wire.tensors import Step, decode_frame, encode_step
 
     writer = None

@@ -79,6 +79,7 @@ class Identity:
 def ids(tmp_path_factory) -> dict[str, Identity]:
     """Four peer identities: ana, bruno, carla, mallory."""
     from hivemind.p2p import P2P
+
     from potluck.core.swarm import admission
 
     folder = tmp_path_factory.mktemp("identities")

@@ -14,6 +14,7 @@ from hivemind.dht.node import DHTNode
 from hivemind.p2p import P2P, PeerID
 from hivemind.proto import crypto_pb2
 from hivemind.proto.auth_pb2 import AccessToken
+
 from potluck.core.swarm import admission as ad
 from potluck.core.swarm import membership as ms
 

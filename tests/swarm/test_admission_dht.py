@@ -20,6 +20,7 @@ from hivemind.dht.routing import DHTID
 from hivemind.p2p import PeerID
 from hivemind.utils.serializer import MSGPackSerializer
 from hivemind.utils.timed_storage import get_dht_time
+
 from potluck.core.swarm import admission as ad
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.store import SwarmStore

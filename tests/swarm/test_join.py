@@ -15,6 +15,7 @@ from collections import deque
 from pathlib import Path
 
 import pytest
+
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm import reachability, tailscale
 from potluck.core.swarm.invite import decode_invite, encode_invite
@@ -386,6 +387,7 @@ def test_invite_show_join_round_trip_with_potluck_processes(tmp_path, tiny_model
 
 def test_identities_are_what_hivemind_and_p2pd_expect(tmp_path):
     from hivemind.p2p import P2P, PeerID
+
     from potluck.core.swarm import admission, secure
 
     ours = tmp_path / "ours.key"

@@ -6,6 +6,7 @@ import copy
 import hashlib
 
 import pytest
+
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.codec import b58encode as _b58encode
 from potluck.core.swarm.membership import Member, Membership, MembershipError

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm.invite import Invite, encode_invite
 from potluck.core.swarm.secure import open_swarm, store_lock
@@ -96,7 +97,8 @@ def attack_script(net: Tailnet, home, *args: str) -> dict:
 
 def test_members_generate_while_outsiders_get_nothing_across_hosts(tailnet, tiny_model, tmp_path, monkeypatch,
                                                                  no_keyring):
-    from potluck.core.client.model import DistributedModelForCausalLM, LoopThread
+    from potluck.core.client.loop_thread import LoopThread
+    from potluck.core.client.model import DistributedModelForCausalLM
     from potluck.core.model.loading import open_model
 
     net = tailnet

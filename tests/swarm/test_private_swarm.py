@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import keyring
 import pytest
 from hivemind.p2p import P2P
-from potluck.core.client.model import DistributedModelForCausalLM, LoopThread
+
+from potluck.core.client.loop_thread import LoopThread
+from potluck.core.client.model import DistributedModelForCausalLM
 from potluck.core.model.loading import open_model
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm.join import JoinError, request_join

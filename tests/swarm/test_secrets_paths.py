@@ -11,6 +11,7 @@ from pathlib import Path
 import keyring
 import pytest
 from keyring.backends import chainer, null
+
 from potluck.core import paths
 from potluck.core import secrets as sec
 from potluck.core.secrets import SecretLocation, SecretNotFound, SecretStoreError

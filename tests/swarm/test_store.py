@@ -7,6 +7,7 @@ import hashlib
 import json
 
 import pytest
+
 from potluck.core.secrets import SecretNotFound
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.codec import b58encode as _b58encode

@@ -6,6 +6,7 @@ import ipaddress
 import subprocess
 
 import pytest
+
 from potluck.core.swarm import tailscale as ts
 from potluck.core.swarm.tailscale import BackendState, CommandResult, Problem, Sharing, TailnetError
 

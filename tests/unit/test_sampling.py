@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from potluck.core.client.sampling import (
     SamplingParams,
     TokenChooser,

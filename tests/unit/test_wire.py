@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+
 from potluck.core.wire import control, framing
 from potluck.core.wire.control import DrainReason, ErrorCode
 from potluck.core.wire.tensors import (
