@@ -1,6 +1,6 @@
 """Quantized linear layers on the CPU: every kernel tried, against float32 measured in the same run.
 
-    python bench/bench_quant.py            # all shapes, decode (1 row) and prefill (128 rows), blocks (~10 min)
+    python bench/bench_quant.py            # all shapes, decode (1 row) and prefill (128 rows), blocks (~3 min)
     python bench/bench_quant.py --quick    # smoke run: SmolLM2 shapes and the SmolLM2-sized block, few repeats
     python bench/bench_quant.py --threads 1 --torchao /tmp/torchao_pkg --json out.json
 

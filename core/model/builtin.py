@@ -7,6 +7,7 @@ only: finding the file imports nothing.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from potluck.core.errors import PotluckError
@@ -24,6 +25,9 @@ class BuiltinModelMissing(PotluckError, FileNotFoundError):
 
 def builtin_model_path() -> Path:
     """The GGUF file of the built-in model. Raises BuiltinModelMissing saying how to install it."""
+    bundle = getattr(sys, "_MEIPASS", None)  # a frozen build carries the file in models/
+    if getattr(sys, "frozen", False) and bundle and (Path(bundle) / "models" / FILE_NAME).is_file():
+        return Path(bundle) / "models" / FILE_NAME
     spec = importlib.util.find_spec(PACKAGE)
     for folder in (spec.submodule_search_locations or []) if spec is not None else []:
         path = Path(folder) / FILE_NAME

@@ -70,6 +70,17 @@ def test_stored_bytes_match_the_arithmetic(precision, out_features, in_features)
 
 
 @pytest.mark.parametrize("precision", QUANTIZED)
+def test_quantizing_in_chunks_of_rows_gives_the_same_bytes(precision):
+    weight, _ = weight_and_input(45, 70, 1, seed=12)
+    whole = QuantizedWeight.from_float(weight, precision)
+    for rows in (8, 16, 40):
+        chunked = QuantizedWeight.from_float(weight, precision, rows_per_chunk=rows)
+        assert torch.equal(chunked.packed, whole.packed) and torch.equal(chunked.scales, whole.scales)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        QuantizedWeight.from_float(weight, precision, rows_per_chunk=12)
+
+
+@pytest.mark.parametrize("precision", QUANTIZED)
 def test_each_weight_is_within_half_a_step_of_its_level(precision):
     """int8: step max|w| / 127 around 0; int4: step (max - min) / 15 from the minimum (float16, so a hair more)."""
     weight, _ = weight_and_input(64, 256, 1)

@@ -9,9 +9,11 @@
 At run time every input row is quantized per group of 32 (scale max|x| / L): to 16 bits (L = 32767) for int8
 weights, so that int8 stays close to lossless, and to 8 bits (L = 127) for int4 weights, whose own rounding
 dwarfs that of the activations. Each group's integer dot product is exact, and the float32 sum over groups runs in
-one fixed order without fused multiply-add (kernels.c has the exact contract). So every kernel (AVX2, AVX-VNNI, portable C, pure torch) returns the same bits, a row's
-result never depends on the other rows of a call, and the thread count changes nothing: `FORMAT_TAG` names all of
-that, and two processes with the same tag and the same float weights agree bit for bit.
+one fixed order without fused multiply-add (kernels.c has the exact contract). So every kernel (AVX2, AVX-VNNI,
+AVX512-VNNI, portable C, pure torch) returns the same bits, a row's result never depends on the other rows of a
+call, and the thread count changes nothing: `FORMAT_TAG` names all of that, and two processes with the same tag and
+the same float weights agree bit for bit. Each output also depends only on its own weight row, so weights
+concatenated along the outputs (q/k/v, gate/up) give the same bits as separate ones.
 
 Outputs are stored in tiles of `TILE_OUTPUTS` and inputs in whole groups; padding counts in the bytes.
 """

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from potluck.core.model.quant import native
-from potluck.core.model.quant.format import FORMAT_TAG, GROUP_SIZE, Precision, parse_precision, quantized_bytes
+from potluck.core.model.quant.format import (
+    FORMAT_TAG, GROUP_SIZE, TILE_OUTPUTS, Precision, parse_precision, quantized_bytes,
+)
 from potluck.core.model.quant.packing import dequantize, pack, quantize_levels
 from potluck.core.model.quant.reference import reference_matmul
 
@@ -45,18 +47,28 @@ class QuantizedWeight:
     scales: torch.Tensor  # float16 bits as int16: [tiles, groups, 8] (int8), [tiles, groups, 2, 8] (int4)
 
     @classmethod
-    def from_float(cls, weight: torch.Tensor, precision: Precision | str) -> "QuantizedWeight":
+    def from_float(cls, weight: torch.Tensor, precision: Precision | str,
+                   rows_per_chunk: int = 4096) -> "QuantizedWeight":
         """Quantize a 2-D float weight (any float dtype, on the CPU); the same weight always gives the same bytes.
 
         For stacked weights such as transformers' mixture-of-experts `gate_up_proj [experts, 2 * intermediate,
         hidden]` (used as `F.linear(x, gate_up_proj[e])`), quantize each expert's slice `w[e]`; a layer that stores
-        [experts, in, out] and multiplies `x @ w[e]` needs `w[e].T`.
+        [experts, in, out] and multiplies `x @ w[e]` needs `w[e].T`. `rows_per_chunk` (a multiple of 8) bounds the
+        float32 temporaries; it does not change the bytes.
         """
+        if rows_per_chunk <= 0 or rows_per_chunk % TILE_OUTPUTS:
+            raise ValueError(f"rows_per_chunk must be a positive multiple of {TILE_OUTPUTS}, not {rows_per_chunk}")
         precision = parse_precision(precision)
         if precision is Precision.NONE:
             raise ValueError("precision 'none' keeps the float weight: there is nothing to quantize")
-        levels, scales = quantize_levels(weight, precision)
-        packed, tiled_scales = pack(levels, scales, precision)
+        if weight.dim() != 2 or weight.numel() == 0:
+            quantize_levels(weight, precision)  # raises the explanation
+        # A few thousand rows at a time: the float32 temporaries stay small even for a 70B model's largest matrix,
+        # and whole tiles concatenate into the same bytes as one pass.
+        parts = [pack(*quantize_levels(weight[start : start + rows_per_chunk], precision), precision)
+                 for start in range(0, weight.shape[0], rows_per_chunk)]
+        packed = torch.cat([p for p, _ in parts]) if len(parts) > 1 else parts[0][0]
+        tiled_scales = torch.cat([s for _, s in parts]) if len(parts) > 1 else parts[0][1]
         return cls(precision, int(weight.shape[0]), int(weight.shape[1]), packed, tiled_scales)
 
     @property
