@@ -1,7 +1,8 @@
 """The app's settings: a frozen record, its keys as an enum, and JSON load/save in the config folder.
 
 UI state (window sizes, the chat's sampling settings) lives in QSettings instead (see `ui_state.py`); secrets
-(the invite code, which carries the swarm's join secret) live in the system keyring (see `secrets_store.py`).
+(the invite code, which carries the swarm's join secret) live in core/secrets.py: the system keyring when one
+works, else a private file (see `secrets_store.py`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from potluck.core.node.rules import RulesError, parse_rules
 
 CONFIG_VERSION = 1
 
@@ -31,10 +34,14 @@ class ConfigKey(str, enum.Enum):
     MODE = "mode"
     MODEL = "model"
     SWARM_NAME = "swarm_name"
+    SWARM_ID = "swarm_id"
     PC_NAME = "pc_name"
     MEMORY_CAP_GIB = "memory_cap_gib"
     START_ON_LOGIN = "start_on_login"
     LOG_DIR = "log_dir"
+    RULES = "rules"
+    API_ENABLED = "api_enabled"
+    API_PORT = "api_port"
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,14 @@ class AppConfig:
     mode: SwarmMode
     model: str = ""  # Hugging Face id ("org/name") or a local folder; empty when joining (the invite names it)
     swarm_name: str = ""
+    swarm_id: str = ""  # the swarm the node serves (16 hex), once known; "" = by name (create) or by the code (join)
     pc_name: str = ""  # how friends see this PC
     memory_cap_gib: float = 0.0  # most memory the node may use for blocks, GiB; 0 = decide from free memory
     start_on_login: bool = False
     log_dir: str = ""  # empty = the platform's log folder
+    rules: dict = field(default_factory=dict)  # serving rules, as core/node/rules.parse_rules reads them
+    api_enabled: bool = False  # "Let apps on this PC use the swarm": an OpenAI-style API on 127.0.0.1
+    api_port: int = 8000
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, SwarmMode):
@@ -56,6 +67,14 @@ class AppConfig:
             raise ConfigError("memory cap must be between 0 (automatic) and 4096 GiB")
         if len(self.pc_name) > 64 or len(self.swarm_name) > 64:
             raise ConfigError("names must be at most 64 characters")
+        if self.swarm_id and (len(self.swarm_id) != 16 or any(c not in "0123456789abcdef" for c in self.swarm_id)):
+            raise ConfigError("swarm_id must be 16 lowercase hex characters")
+        try:
+            parse_rules(self.rules)
+        except RulesError as exc:
+            raise ConfigError(f"serving rules: {exc}") from None
+        if isinstance(self.api_port, bool) or not isinstance(self.api_port, int) or not 0 < self.api_port < 65536:
+            raise ConfigError("the API port must be a number from 1 to 65535")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -73,8 +92,9 @@ class AppConfig:
             raise ConfigError(f"unknown mode {data.get(ConfigKey.MODE.value)!r}") from None
         kwargs: dict[str, Any] = {}
         for key, kind in (
-            (ConfigKey.MODEL, str), (ConfigKey.SWARM_NAME, str), (ConfigKey.PC_NAME, str),
+            (ConfigKey.MODEL, str), (ConfigKey.SWARM_NAME, str), (ConfigKey.SWARM_ID, str), (ConfigKey.PC_NAME, str),
             (ConfigKey.MEMORY_CAP_GIB, float), (ConfigKey.START_ON_LOGIN, bool), (ConfigKey.LOG_DIR, str),
+            (ConfigKey.RULES, dict), (ConfigKey.API_ENABLED, bool), (ConfigKey.API_PORT, int),
         ):
             if key.value not in data:
                 continue
@@ -95,9 +115,13 @@ class AppConfig:
             "mode": self.mode.value,
             "model": self.model,
             "swarm_name": self.swarm_name,
+            "swarm_id": self.swarm_id,
             "pc_name": self.pc_name,
             "memory_cap_bytes": int(self.memory_cap_gib * 2**30),
             "log_dir": self.log_dir or str(default_log_dir),
+            "rules": dict(self.rules),
+            "api_enabled": self.api_enabled,
+            "api_port": self.api_port,
         }
 
 

@@ -64,6 +64,7 @@ class Dashboard(QWidget):
         invite_friend: Callable[[], None] | None = None,
         open_settings: Callable[[], None] | None = None,
         parent: QWidget | None = None,
+        open_swarm: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(parent)
         self._node = node
@@ -86,7 +87,7 @@ class Dashboard(QWidget):
         layout.setContentsMargins(theme.MARGIN_PX, theme.MARGIN_PX, theme.MARGIN_PX, theme.MARGIN_PX)
         layout.setSpacing(theme.SPACING_PX + 4)
 
-        layout.addLayout(self._build_header(open_chat, invite_friend, open_settings))
+        layout.addLayout(self._build_header(open_chat, invite_friend, open_settings, open_swarm))
         layout.addWidget(self._build_failure_panel())
         layout.addLayout(self._build_cards())
         layout.addWidget(self._build_swarm_section())
@@ -104,7 +105,7 @@ class Dashboard(QWidget):
 
     # ------------------------------------------------------------------ building
 
-    def _build_header(self, open_chat, invite_friend, open_settings) -> QHBoxLayout:
+    def _build_header(self, open_chat, invite_friend, open_settings, open_swarm=None) -> QHBoxLayout:
         header = QHBoxLayout()
         header.setSpacing(theme.SPACING_PX)
         self.state_icon = label()
@@ -120,7 +121,8 @@ class Dashboard(QWidget):
         self.serve_button.setObjectName("primary")
         self.serve_button.clicked.connect(self._toggle_serving)
         header.addWidget(self.serve_button)
-        for text, callback in (("Chat", open_chat), ("Invite a friend", invite_friend), ("Settings", open_settings)):
+        for text, callback in (("Chat", open_chat), ("Swarm", open_swarm), ("Invite a friend", invite_friend),
+                               ("Settings", open_settings)):
             if callback is not None:
                 button = QPushButton(text)
                 button.clicked.connect(callback)

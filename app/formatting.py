@@ -5,8 +5,8 @@ from __future__ import annotations
 from potluck.core.numbers import format_bytes  # one unit system everywhere (binary: KiB, MiB, GiB)
 from potluck.core.protocol import NodeState, Stats
 
-__all__ = ["format_bytes", "format_duration", "format_count", "block_range", "friends_online", "status_line",
-           "member_state_text"]
+__all__ = ["format_bytes", "format_duration", "format_count", "block_range", "friends_online", "friends_known",
+           "status_line", "member_state_text", "last_seen_text"]
 
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -45,22 +45,28 @@ def friends_online(stats: Stats | None) -> int:
     return sum(1 for m in stats.members if m.online and m.peer_id != stats.peer_id)
 
 
-def _friends_text(count: int) -> str:
+def friends_known(stats: Stats | None) -> bool:
+    """Whether any other member was ever seen (then nobody online is "no friends online", not "…yet")."""
+    return stats is not None and any(m.peer_id != stats.peer_id for m in stats.members)
+
+
+def _friends_text(count: int, known: bool = False) -> str:
     if count == 0:
-        return "no friends online yet"
+        return "no friends online" if known else "no friends online yet"
     return "1 friend online" if count == 1 else f"{count} friends online"
 
 
 def status_line(state: NodeState, stats: Stats | None, detail: str = "") -> str:
     """The tray menu's first line, e.g. 'Serving blocks 12–23 of 80 · 3 friends online'."""
-    friends = _friends_text(friends_online(stats))
+    friends = _friends_text(friends_online(stats), friends_known(stats))
     if state is NodeState.SERVING:
         if stats is not None and stats.end_block > stats.start_block:
             blocks = block_range(stats.start_block, stats.end_block)
             return f"Serving blocks {blocks} of {stats.total_blocks} · {friends}"
         return f"Serving · {friends}"
-    if state is NodeState.PAUSED:
-        return f"Paused · {friends}"
+    if state is NodeState.PAUSED:  # a serving rule's words ("Paused until 18:00 (outside the schedule)") if any
+        paused = detail if detail.startswith("Paused") and detail != "Paused by you" else "Paused"
+        return f"{paused} · {friends}"
     if state is NodeState.DRAINING:
         active = stats.active_sessions if stats is not None else 0
         if active:
@@ -80,3 +86,11 @@ def member_state_text(state: str, online: bool) -> str:
         return "Offline"
     words = {"online": "Serving", "joining": "Joining", "draining": "Finishing up", "offline": "Offline"}
     return words.get(state, state.capitalize())
+
+
+def last_seen_text(last_seen: float, now: float) -> str:
+    """When a member was last seen online: 'now', '4 min ago', '3 h 0 min ago', 'never'."""
+    if last_seen <= 0:
+        return "never"
+    ago = now - last_seen
+    return "now" if ago < 60 else f"{format_duration(ago)} ago"

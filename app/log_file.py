@@ -1,8 +1,10 @@
 """NodeLogFile: the node's log lines (as NodeProcess reports them) appended to node.log in the log folder, with one
-rotated copy (node.log.1) once the file passes `max_bytes`."""
+rotated copy (node.log.1) once the file passes `max_bytes`. The logs name peers, addresses and paths: the file is
+created with mode 0600 (an older one found wider is narrowed) in a folder created with mode 0700."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TextIO
@@ -22,14 +24,14 @@ class NodeLogFile:
             return
         try:
             if self._handle is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.path.open("a", encoding="utf-8")
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._handle = _open_private(self.path)
             self._handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
             self._handle.flush()
             if self._handle.tell() > self._max_bytes:
                 self._rotate()
-        except OSError as exc:
-            self.failed = f"cannot write {self.path}: {exc.strerror}"
+        except (OSError, ValueError) as exc:  # ValueError: a path with a NUL character in it
+            self.failed = f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}"
 
     def _rotate(self) -> None:
         self.close()
@@ -39,3 +41,15 @@ class NodeLogFile:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _open_private(path: Path) -> TextIO:
+    """Open `path` for appending, readable and writable by this user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if os.name == "posix":
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise

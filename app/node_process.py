@@ -35,6 +35,9 @@ class NodeProcess(QObject):
     done_received = Signal(object)  # protocol.Done
     alert_received = Signal(object)  # protocol.Alert
     error_received = Signal(object)  # protocol.Error
+    swarm_event_received = Signal(object)  # protocol.SwarmView, InviteMade or SwarmResult (the swarm page's)
+    progress_received = Signal(object)  # protocol.Progress (downloading and loading the model)
+    history_received = Signal(object)  # protocol.History (totals per day)
     log_line = Signal(str)  # every line for the log: node stderr, log events, unreadable lines, our notes
     problem = Signal(str)  # something went wrong on the GUI side of the pipe (plain words)
     stopped = Signal()  # a stop() finished: the process is gone
@@ -69,6 +72,8 @@ class NodeProcess(QObject):
         self.hello: protocol.Hello | None = None
         self.last_stats: protocol.Stats | None = None
         self.last_sizing: protocol.Sizing | None = None
+        self.last_progress: protocol.Progress | None = None
+        self.last_history: protocol.History | None = None
         self._hello_timer = self._single_shot(self._on_hello_timeout)
         self._restart_timer = self._single_shot(self._launch)
         self._stop_timer = self._single_shot(self._escalate_stop)
@@ -330,6 +335,14 @@ class NodeProcess(QObject):
             self.error_received.emit(event)
         elif isinstance(event, protocol.Log):
             self._log(event.line)
+        elif isinstance(event, (protocol.SwarmView, protocol.InviteMade, protocol.SwarmResult)):
+            self.swarm_event_received.emit(event)
+        elif isinstance(event, protocol.Progress):
+            self.last_progress = event
+            self.progress_received.emit(event)
+        elif isinstance(event, protocol.History):
+            self.last_history = event
+            self.history_received.emit(event)
 
     def _on_hello(self, hello: protocol.Hello) -> None:
         self._hello_timer.stop()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject
 
 from potluck.app.node_process import NodeProcess
+from potluck.app.words import sentences
 from potluck.core.protocol import Alert, AlertLevel, NodeState
 
 ShowMessage = Callable[[str, str, AlertLevel], None]  # (title, text, level)
@@ -42,7 +43,8 @@ class Notifier(QObject):
     def on_state(self, state: NodeState) -> None:
         if state is NodeState.FAILED:
             detail = self._node.detail or "The node stopped because of an error."
-            self._notify(FAILED_TITLE, detail + " Open the dashboard to see the log and try again.", AlertLevel.CRITICAL)
+            self._notify(FAILED_TITLE, sentences(detail, "The dashboard shows the details and the log"),
+                         AlertLevel.CRITICAL)
 
     def _notify(self, title: str, text: str, level: AlertLevel) -> None:
         now = self._clock()

@@ -44,7 +44,7 @@ class SettingsWindow(QDialog):
         autostart: Autostart,
         settings: QSettings,
         default_log_dir: Path,
-        secrets_where: str = "system keyring",
+        secrets_where: str = "",
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -66,9 +66,11 @@ class SettingsWindow(QDialog):
 
         self.model_edit = QLineEdit(config.model)
         joined = config.mode is SwarmMode.JOIN
-        self.model_edit.setReadOnly(joined)
+        self.model_edit.setReadOnly(True)  # every member serves the swarm's model: it is not a per-PC setting
         form.addRow("Model", self.model_edit)
-        model_hint = "Set by the swarm you joined." if joined else "A Hugging Face id (org/model-name) or a local folder."
+        model_hint = ("Set by the swarm you joined. Your own copy of it is chosen on the Swarm page." if joined else
+                      "The swarm's model: every friend serves the same one. To run another model, start a new swarm "
+                      "on the Swarm page.")
         self.model_hint = label(model_hint, "muted", wrap=True)
         form.addRow("", self.model_hint)
 
@@ -97,7 +99,8 @@ class SettingsWindow(QDialog):
         row.addWidget(browse)
         row.addWidget(open_button)
         form.addRow("Log folder", row)
-        form.addRow("", label(f"Invite secrets are kept in: {secrets_where}.", "muted", wrap=True))
+        if secrets_where:  # where the swarm's key really is (the app asks core/secrets.py, or the node)
+            form.addRow("", label(f"The swarm's key is kept in {secrets_where}.", "muted", wrap=True))
         layout.addLayout(form)
 
         self.error_label = label("", "error", wrap=True)

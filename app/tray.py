@@ -1,28 +1,26 @@
 """Tray: the app's home. The icon shows the node's state; the menu, rebuilt each time it opens, shows a status
-line and offers Pause/Resume serving, Open dashboard, Chat, Invite a friend, Settings and Quit.
+line and offers Pause/Resume serving (Try again after a failure, with Enter another invite code), Open dashboard,
+Chat, Swarm and friends, Invite a friend, Settings and Quit.
 
-"Invite a friend" runs the `make_invite` callable off the GUI thread, copies the code it returns to the clipboard
-and says so in a tray message.
+"Invite a friend" opens the swarm page at its invite section, where the code is made and shown (large, with Copy,
+its expiry and joins); "Enter another invite code" opens it at its join section.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from PySide6.QtCore import QObject
-from PySide6.QtGui import QAction, QClipboard
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from potluck.app.background import run_in_background
 from potluck.app.formatting import status_line
 from potluck.app.icons import IconSet
 from potluck.app.node_process import NodeProcess
+from potluck.app.words import sentences
 from potluck.core.protocol import AlertLevel, NodeState
 
 MESSAGE_MS = 8000
-
-RunInBackground = Callable[[Callable[[], Any], Callable[[Any], None], Callable[[Exception], None]], None]
 
 _LEVEL_ICONS = {
     AlertLevel.INFO: QSystemTrayIcon.MessageIcon.Information,
@@ -39,23 +37,19 @@ class Tray(QObject):
         open_dashboard: Callable[[], None],
         open_chat: Callable[[], None],
         open_settings: Callable[[], None],
-        make_invite: Callable[[], str],
+        open_swarm: Callable[[str], None],
         quit_app: Callable[[], None],
-        clipboard: QClipboard,
-        run_async: RunInBackground = run_in_background,
         parent: QObject | None = None,
     ) -> None:
+        """open_swarm(section) shows the swarm page: section '' (the top), 'invite' or 'join'."""
         super().__init__(parent)
         self._node = node
         self._icons = icons
         self._open_dashboard = open_dashboard
         self._open_chat = open_chat
         self._open_settings = open_settings
-        self._make_invite = make_invite
+        self._open_swarm = open_swarm
         self._quit_app = quit_app
-        self._clipboard = clipboard
-        self._run_async = run_async
-        self.inviting = False
         self.last_message: tuple[str, str] | None = None  # (title, text) of the last tray message
         self.menu = QMenu()
         self.menu.aboutToShow.connect(self.rebuild_menu)
@@ -89,8 +83,8 @@ class Tray(QObject):
         self.menu.addSeparator()
         self._action("dashboard", "Open dashboard", self._open_dashboard)
         self._action("chat", "Chat", self._open_chat)
-        invite = self._action("invite", "Creating an invite…" if self.inviting else "Invite a friend…", self.invite_friend)
-        invite.setEnabled(not self.inviting)
+        self._action("swarm", "Swarm and friends…", lambda: self._open_swarm(""))
+        self._action("invite", "Invite a friend…", self.invite_friend)
         self._action("settings", "Settings…", self._open_settings)
         self.menu.addSeparator()
         self._action("quit", "Quit Potluck", self._quit_app)
@@ -103,6 +97,7 @@ class Tray(QObject):
             self._action("resume", "Resume serving", self._node.resume)
         elif state is NodeState.FAILED:
             self._action("retry", "Try again", self._node.start)
+            self._action("new_code", "Enter another invite code…", lambda: self._open_swarm("join"))
         else:  # draining or stopping: wait for it
             waiting = self._action("pause", "Pausing…" if state is NodeState.DRAINING else "Stopping…", None)
             waiting.setEnabled(False)
@@ -120,22 +115,10 @@ class Tray(QObject):
         return next((a for a in self.menu.actions() if a.objectName() == name), None)
 
     def invite_friend(self) -> None:
-        if self.inviting:
-            return
-        self.inviting = True
-        self._run_async(self._make_invite, self._invite_ready, self._invite_failed)
-
-    def _invite_ready(self, code: str) -> None:
-        self.inviting = False
-        self._clipboard.setText(code)
-        self.show_message("Invite copied", "Paste the code to a friend in a private chat. It lets one PC join "
-                          "your swarm.", AlertLevel.INFO)
-
-    def _invite_failed(self, error: Exception) -> None:
-        self.inviting = False
-        self.show_message("No invite created", str(error) or type(error).__name__, AlertLevel.WARNING)
+        self._open_swarm("invite")
 
     def show_message(self, title: str, text: str, level: AlertLevel) -> None:
+        text = sentences(text)  # parts from several places read as separate sentences
         self.last_message = (title, text)
         self.icon.showMessage(title, text, _LEVEL_ICONS[level], MESSAGE_MS)
 

@@ -19,6 +19,7 @@ class UiKey(str, enum.Enum):
     CHAT_SAMPLING = "chat/sampling"  # JSON of SamplingSettings
     CHAT_PANEL_VISIBLE = "chat/sampling_panel_visible"
     SETTINGS_GEOMETRY = "settings/geometry"
+    SWARM_GEOMETRY = "swarm/geometry"
 
 
 def save_geometry(settings: QSettings, key: UiKey, widget: QWidget) -> None:

@@ -6,9 +6,11 @@ Wire format: one JSON object per line, UTF-8, ASCII-escaped (a line never contai
 carries ``"kind"`` (a `Kind` value) and ``"v"`` (`PROTOCOL_VERSION`). Fields a reader does not know are ignored, so
 a newer peer may add fields without bumping ``v``; ``v`` changes only when an existing field changes meaning.
 
-Commands go GUI → node (start, pause, resume, drain, shutdown, generate, cancel, set_config, refresh). Events go
-node → GUI (hello, state, sizing, stats, token, done, alert, error, log). `decode_command` and `decode_event`
-check the direction as well as the shape. Nothing here does I/O.
+Commands go GUI → node (start, pause, resume, drain, shutdown, generate, cancel, set_config, refresh, and the
+swarm page's swarm_refresh, invite_create, invite_cancel, revoke, leave, join, switch). Events go node → GUI
+(hello, state, sizing, stats, token, done, alert, error, log, and swarm, invite, swarm_result). The swarm page's
+fields live in core/protocol_swarm.py; each gets its kind here. `decode_command` and `decode_event` check the
+direction as well as the shape. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
+from potluck.core import protocol_desktop as dk
+from potluck.core import protocol_swarm as sw
 from potluck.core import typed_json
 
 PROTOCOL_VERSION = 1
@@ -40,6 +44,13 @@ class Kind(str, enum.Enum):
     CANCEL = "cancel"  # stop a running generate
     SET_CONFIG = "set_config"  # change settings (model, memory cap, ...)
     REFRESH = "refresh"  # send a stats event now
+    SWARM_REFRESH = "swarm_refresh"  # send a swarm event now (members, invites, known swarms)
+    INVITE_CREATE = "invite_create"  # make an invite code
+    INVITE_CANCEL = "invite_cancel"  # a code made here stops working
+    REVOKE = "revoke"  # remove a member for good
+    LEAVE = "leave"  # stop serving and forget the swarm
+    JOIN = "join"  # join another swarm with an invite code
+    SWITCH = "switch"  # serve in another swarm this PC belongs to
     # events, node -> GUI
     HELLO = "hello"  # first line the node writes, before any heavy import
     STATE = "state"  # the node's lifecycle state changed
@@ -50,6 +61,11 @@ class Kind(str, enum.Enum):
     ALERT = "alert"  # something the owner should know (a block lost its last server)
     ERROR = "error"  # a command or a request failed
     LOG = "log"  # a log line for the GUI's log view
+    SWARM = "swarm"  # the current swarm as this node sees it
+    INVITE = "invite"  # the code an invite_create made
+    SWARM_RESULT = "swarm_result"  # how a swarm command ended
+    PROGRESS = "progress"  # downloading and loading the model, in bytes and blocks
+    HISTORY = "history"  # this PC's totals per day, kept across restarts
 
     @property
     def is_command(self) -> bool:
@@ -57,7 +73,8 @@ class Kind(str, enum.Enum):
 
 
 _COMMAND_KINDS = frozenset(
-    {Kind.START, Kind.PAUSE, Kind.RESUME, Kind.DRAIN, Kind.SHUTDOWN, Kind.GENERATE, Kind.CANCEL, Kind.SET_CONFIG, Kind.REFRESH}
+    {Kind.START, Kind.PAUSE, Kind.RESUME, Kind.DRAIN, Kind.SHUTDOWN, Kind.GENERATE, Kind.CANCEL, Kind.SET_CONFIG, Kind.REFRESH,
+     Kind.SWARM_REFRESH, Kind.INVITE_CREATE, Kind.INVITE_CANCEL, Kind.REVOKE, Kind.LEAVE, Kind.JOIN, Kind.SWITCH}
 )
 
 
@@ -122,9 +139,11 @@ class Member:
     start_block: int  # first hosted block, inclusive
     end_block: int  # one past the last hosted block (equal to start_block: hosts nothing)
     online: bool
+    last_seen: float = 0.0  # unix seconds this member was last seen online (now while online; 0 = never seen)
 
     def __post_init__(self) -> None:
         _check(0 <= self.start_block <= self.end_block, f"bad block range {self.start_block}:{self.end_block}")
+        _check(self.last_seen >= 0, "last_seen must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -264,6 +283,11 @@ class Stats:
     members: tuple[Member, ...] = ()
     coverage: tuple[int, ...] = ()  # servers per block, one entry per block of the model
     peer_id: str = ""  # this PC's peer id, to tell it apart in `members`
+    api_url: str = ""  # the OpenAI-compatible API for apps on this PC (http://127.0.0.1:PORT/v1); "" while off
+    tokens_for_others: int = 0  # of tokens_served, those for other members' chats: what "you gave" counts
+    served_tokens_per_second: float = 0.0  # tokens this PC's blocks processed per second, over the last minute
+    memory_blocks_bytes: int = 0  # what the hosted blocks hold (weights; 0 while not serving)
+    month_bytes_up: int = 0  # sent this calendar month (for the monthly upload cap)
 
     def __post_init__(self) -> None:
         _check(0 <= self.start_block <= self.end_block, "block range must have start_block <= end_block")
@@ -272,6 +296,8 @@ class Stats:
             uptime_seconds=self.uptime_seconds, bytes_up=self.bytes_up, bytes_down=self.bytes_down,
             memory_used_bytes=self.memory_used_bytes, memory_free_bytes=self.memory_free_bytes,
             throughput_tokens_per_second=self.throughput_tokens_per_second, tokens_used=self.tokens_used,
+            tokens_for_others=self.tokens_for_others, served_tokens_per_second=self.served_tokens_per_second,
+            memory_blocks_bytes=self.memory_blocks_bytes, month_bytes_up=self.month_bytes_up,
         )
         _check(all(c >= 0 for c in self.coverage), "coverage counts must be >= 0")
 
@@ -316,8 +342,35 @@ class Log:
     line: str
 
 
-Command = Union[Start, Pause, Resume, Drain, Shutdown, Generate, Cancel, SetConfig, Refresh]
-Event = Union[Hello, State, Sizing, Stats, Token, Done, Alert, Error, Log]
+# ---------------------------------------------------------------------------------------------- the swarm page's
+# (fields and their checks in core/protocol_swarm.py)
+
+SwarmMember, InviteInfo, KnownSwarm = sw.SwarmMember, sw.InviteInfo, sw.KnownSwarm
+
+
+def _with_kind(fields: type, kind: Kind) -> type:
+    """The message class of `kind`: a subclass of its fields' frozen dataclass that carries the kind."""
+    return type(fields.__name__.removesuffix("Fields"), (fields,), {"KIND": kind, "__module__": __name__})
+
+
+SwarmRefresh = _with_kind(sw.SwarmRefreshFields, Kind.SWARM_REFRESH)
+InviteCreate = _with_kind(sw.InviteCreateFields, Kind.INVITE_CREATE)
+InviteCancel = _with_kind(sw.InviteCancelFields, Kind.INVITE_CANCEL)
+Revoke = _with_kind(sw.RevokeFields, Kind.REVOKE)
+Leave = _with_kind(sw.LeaveFields, Kind.LEAVE)
+Join = _with_kind(sw.JoinFields, Kind.JOIN)
+Switch = _with_kind(sw.SwitchFields, Kind.SWITCH)
+SwarmView = _with_kind(sw.SwarmViewFields, Kind.SWARM)
+InviteMade = _with_kind(sw.InviteMadeFields, Kind.INVITE)
+SwarmResult = _with_kind(sw.SwarmResultFields, Kind.SWARM_RESULT)
+HistoryDay = dk.HistoryDay
+Progress = _with_kind(dk.ProgressFields, Kind.PROGRESS)  # core/protocol_desktop.py
+History = _with_kind(dk.HistoryFields, Kind.HISTORY)
+
+Command = Union[Start, Pause, Resume, Drain, Shutdown, Generate, Cancel, SetConfig, Refresh,
+                SwarmRefresh, InviteCreate, InviteCancel, Revoke, Leave, Join, Switch]
+Event = Union[Hello, State, Sizing, Stats, Token, Done, Alert, Error, Log, SwarmView, InviteMade, SwarmResult,
+              Progress, History]
 Message = Union[Command, Event]
 
 MESSAGE_CLASSES: dict[Kind, type] = {

@@ -5,6 +5,8 @@
     models.py      make-tiny-model
     serving.py     serve (open swarms, or --swarm as a member of a private one)
     generating.py  generate
+    chat.py        chat: an interactive terminal chat
+    api.py         api: the OpenAI-compatible HTTP endpoint
     status.py      status
     demo.py        demo and --self-test: local swarms of real server processes
     swarm.py       swarm create, swarms, invite, join, members, revoke

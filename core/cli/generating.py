@@ -1,5 +1,6 @@
 """`potluck generate`: text through the swarm (or, with `--local`, the whole model in this process: the reference
-the swarm is compared with), streamed to the terminal, or one JSON object with `--json`."""
+the swarm is compared with; with `--swarm NAME`, a private swarm as this PC's member, see core/api/member.py),
+streamed to the terminal, or one JSON object with `--json`."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import argparse
 import statistics
 import sys
 
+from potluck.core.api import member
 from potluck.core.cli.common import CliError, positive_int, print_json, token_ids
+
+SWARM_HELP = ("a private swarm this PC is a member of (a name or id from `potluck swarms`): through this PC's "
+              "running node of it, or else joined as the member")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate text through the swarm (or --local: in this process)")
-    p.add_argument("--model", required=True, help="a model folder, a .gguf file or a Hugging Face id")
+    p.add_argument("--model", help="a model folder, a .gguf file or a Hugging Face id (with --swarm: default the "
+                   "swarm's model)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--initial-peers", nargs="+", metavar="MADDR")
+    where.add_argument("--swarm", metavar="NAME", help=SWARM_HELP)
     where.add_argument("--local", action="store_true", help="run the whole model in this process (the reference)")
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt")
@@ -56,7 +63,13 @@ def sampling_kwargs(args: argparse.Namespace) -> dict:
 
 
 def open_model_for(args: argparse.Namespace):
-    """The model `generate` talks to: the swarm's, or the whole model in this process with --local."""
+    """The model `generate` talks to: the swarm's, the whole model in this process with --local, or with --swarm
+    this PC's node of that swarm (a core.api.gateway.NodeClient) or the swarm joined as its member."""
+    if getattr(args, "swarm", None):
+        return member.open_swarm_model(args.swarm, model=args.model, quant=args.quant, timeout=args.timeout,
+                                       push=not args.no_push, dtype=args.dtype or "float32")
+    if not args.model:
+        raise CliError("give --model (a model folder, a .gguf file or a Hugging Face id)")
     if args.local:
         from potluck.core.client.local import LocalModelForCausalLM
 
@@ -91,9 +104,10 @@ def generate(args: argparse.Namespace) -> int:
         prompt = dict(messages=[{"role": "user", "content": args.prompt}]) if args.chat else dict(prompt=args.prompt)
         if args.prompt is not None and not args.json and not args.chat:
             sys.stdout.write(args.prompt)
+        eos = dict(eos_token_id=None) if args.no_eos else {}  # default: the model's own end of sequence
         result = model.generate(args.prompt_ids, **prompt, max_new_tokens=args.max_new_tokens, stop_strings=args.stop,
-                                eos_token_id=None if args.no_eos else model.spec.config.eos_token_id, on_token=stream,
-                                speculative=args.speculative, draft_tokens=args.draft_tokens, **kwargs)
+                                on_token=stream, speculative=args.speculative, draft_tokens=args.draft_tokens, **eos,
+                                **kwargs)
     finally:
         model.shutdown()
     if args.json:

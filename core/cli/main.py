@@ -7,10 +7,10 @@ import argparse
 import logging
 
 from potluck.core import __version__
-from potluck.core.cli import common, demo, generating, models, node, serving, status, swarm
+from potluck.core.cli import api, chat, common, demo, generating, models, node, serving, status, swarm
 from potluck.core.program import apply_engine_environment
 
-FAMILIES = (models, serving, generating, status, demo, swarm, node)  # the order of `potluck --help`
+FAMILIES = (models, serving, generating, chat, api, status, demo, swarm, node)  # the order of `potluck --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

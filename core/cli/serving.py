@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 
 from potluck.core.cli.common import CliError, block_range, positive_int, print_ready, seconds
+from potluck.core.cli.progress import TerminalProgress
 from potluck.core.swarm import lifecycle, secure
 
 DEFAULT_MEMBERSHIP_PERIOD_SECONDS = 10.0  # core.swarm.lifecycle's default, repeated here so --help stays light
@@ -95,9 +96,10 @@ def serve_as_member(args: argparse.Namespace, swarm: str) -> int:
     """Serve as this PC's member of a stored private swarm (also what `potluck join` runs once joined)."""
     import sys
 
-    from potluck.core.model.loading import parse_dtype
+    from potluck.core.model.loading import check_dtype_name
     from potluck.core.server.runner import ServeOptions, serve_forever
-    parse_dtype(args.dtype, args.device)
+
+    check_dtype_name(args.dtype, args.device)
     member = lifecycle.prepare_member(swarm, host=args.host, port=args.port, period_seconds=args.membership_period)
     node = member.node
     if node.initial_peers() and not member.initial_peers:
@@ -123,8 +125,11 @@ def serve_as_member(args: argparse.Namespace, swarm: str) -> int:
 
 
 def _model_options(args: argparse.Namespace, model: str, revision: str | None, quant: str) -> dict:
+    import sys
+
+    progress = TerminalProgress(sys.stderr) if sys.stderr.isatty() else None  # a bar on a terminal, else quiet
     return dict(model=model, blocks=args.blocks, num_blocks=args.num_blocks, dtype=args.dtype, device=args.device,
-                revision=revision, quant=quant)
+                revision=revision, quant=quant, progress=progress)
 
 
 def _server_config(args: argparse.Namespace, name: str):

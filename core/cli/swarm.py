@@ -2,10 +2,9 @@
 
     potluck swarm create --name N --model M [--revision R]
     potluck swarms
-    potluck invite create [--swarm NAME] [--expires 7d] [--uses N] | show CODE | - | cancel INVITE_ID
+    potluck invite create [--swarm NAME] [--expires 7d] [--uses N] [--this-pc-only] | show CODE | - | cancel ID
     potluck join CODE | - [--name NAME] [--no-serve] [serve options]
-    potluck members [--swarm NAME] [--json]
-    potluck revoke PEER [--swarm NAME]
+    potluck members ... | revoke PEER          (core/cli/members.py: roles, promote/demote, who may invite)
 
 Secrets never appear on a command line or in a log: the swarm secret goes to the keyring or a private file, and
 invite codes (a one-time capability) can be read from standard input with `-`.
@@ -16,9 +15,10 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-import time
 
-from potluck.core.cli.common import CliError, print_json, seconds
+from potluck.core.cli import members as members_cli
+from potluck.core.cli.common import CliError, seconds
+from potluck.core.cli.members import pick_swarm
 from potluck.core.cli.serving import (
     DEFAULT_MEMBERSHIP_PERIOD_SECONDS,
     PRECISIONS,
@@ -26,13 +26,14 @@ from potluck.core.cli.serving import (
     add_compute_options,
     serve_as_member,
 )
+from potluck.core.model.catalog import fit_line, size_of
+from potluck.core.server.memory import available_ram_bytes
 from potluck.core.swarm import lifecycle, secure
 from potluck.core.swarm import membership as ms
-from potluck.core.swarm.invite import describe_invite, encode_invite, format_utc
+from potluck.core.swarm.invite import describe_invite, encode_invite
 from potluck.core.swarm.lifecycle import describe_invite_code
 from potluck.core.swarm.secure import running_node
 from potluck.core.swarm.store import SwarmStore, parse_duration
-from potluck.core.swarm.tailscale import is_tailnet_ipv4
 
 _CODE_HELP = ("the invite code, or - to read it from standard input. Reading it from stdin is safer: a code on the "
               "command line can be seen by other programs on this PC and stays in your shell history")
@@ -60,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--uses", type=int, default=1, help="how many joins it allows (default 1; 0 = until it expires)")
     c.add_argument("--bootstrap", nargs="+", metavar="MADDR", help="join through these addresses instead of this "
                    "PC's running node")
+    c.add_argument("--this-pc-only", action="store_true", help="allow a code that names only 127.0.0.1 (a second "
+                   "Potluck on this PC); without Tailscale, codes are refused otherwise, since no friend could use them")
     c.set_defaults(handler=create_invite)
     c = actions.add_parser("show", help="decode a code without joining")
     c.add_argument("code", nargs="?", default="-", metavar="CODE", help=_CODE_HELP)
@@ -83,17 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how often this node shares and re-reads the member list")
     p.set_defaults(handler=join)
 
-    p = sub.add_parser("members", help="who belongs to a private swarm")
-    p.add_argument("--swarm", metavar="NAME", help="which swarm (default: the only one)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=members)
-
-    p = sub.add_parser("revoke", help="remove a member from a private swarm, for good")
-    p.add_argument("peer", metavar="PEER", help="member name, peer id, or a unique start of one (6+ characters)")
-    p.add_argument("--swarm", metavar="NAME", help="which swarm (default: the only one)")
-    p.add_argument("--host", default=None, help="address to tell the swarm from when no node runs here "
-                   "(default: this PC's Tailscale address)")
-    p.set_defaults(handler=revoke)
+    members_cli.register(sub)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
@@ -106,33 +99,17 @@ def read_code(text: str | None) -> str:
     return sys.stdin.read(8192)
 
 
-def pick_swarm(store, swarm: str | None):
-    if swarm:
-        return store.get(swarm)
-    swarms = store.list_swarms()
-    if len(swarms) == 1:
-        return swarms[0]
-    if not swarms:
-        raise CliError("this PC is in no private swarm yet: `potluck swarm create` or `potluck join`")
-    raise CliError("this PC knows several swarms; say which with --swarm: " + ", ".join(s.name for s in swarms))
-
-
 def secret_place(location) -> str:
     if location.kind == "keyring":
         return "the swarm secret is in this PC's keyring"
     return f"the swarm secret is in {location.path}, readable only by you (no usable keyring on this PC)"
 
 
-def dialable(maddrs: list[str]) -> list[str]:
-    """The addresses worth putting in a code: tailnet ones, else any non-loopback, else loopback (tests, demos)."""
-    def host(m: str) -> str:
-        return m.split("/")[2] if m.count("/") >= 3 else ""
+def model_fit(model: str, quant: str) -> str:
+    """The model's size at the swarm's precision and how many PCs like this one hold it (only its config is read;
+    an unsupported architecture is refused with the supported ones)."""
 
-    tailnet = [m for m in maddrs if is_tailnet_ipv4(host(m))]
-    if tailnet:
-        return tailnet
-    other = [m for m in maddrs if not host(m).startswith("127.") and host(m) != "::1"]
-    return other or list(maddrs)
+    return fit_line(size_of(model), quant, available_ram_bytes())
 
 
 def _own_peer_id(swarm_id: str) -> str | None:
@@ -143,10 +120,11 @@ def _own_peer_id(swarm_id: str) -> str | None:
 
 # ---- swarm create / swarms ------------------------------------------------------------------------------------------
 def create_swarm(args: argparse.Namespace) -> int:
-
+    fits = model_fit(args.model, args.quant)  # refuses an unsupported architecture before anything is created
     created = lifecycle.create_swarm(args.name, args.model, args.revision, member_name=args.member_name or "",
                                      quant=args.quant)
     info = created.info
+    print(f"Model: {fits}.")
     print(f"Created swarm {info.name!r} (id {info.swarm_id}) for {info.model_id}"
           + (f" @ {info.model_revision}" if info.model_revision else "")
           + (f", weights at {info.quant}" if info.quant != "none" else ""))
@@ -182,10 +160,18 @@ def create_invite(args: argparse.Namespace) -> int:
         if running is None:
             raise CliError(f"start this PC's node of {info.name!r} first (`potluck serve --swarm {info.name!r}`): "
                            "the code tells your friend's PC where to find it, and this node admits them")
-        bootstrap = dialable(running["maddrs"])
+        try:
+            bootstrap = lifecycle.invite_addresses(running["maddrs"], this_pc_only=args.this_pc_only)
+        except lifecycle.LifecycleError as e:
+            raise CliError(f"{e} To make a code for this PC only, add --this-pc-only.") from None
+    own = _own_peer_id(info.swarm_id) or ""
     with secure.store_lock(store):
+        current = store.membership(info.swarm_id)
+        refusal = ms.may_invite(current, own) if current is not None else "this PC has no member list yet"
+        if refusal:
+            raise CliError(f"this PC cannot make invite codes for {info.name!r}: {refusal}")
         invite = store.create_invite(info.swarm_id, tuple(bootstrap[:8]), expires_in_seconds=parse_duration(args.expires),
-                                     max_uses=args.uses or None)
+                                     max_uses=args.uses or None, created_by=own)
     print(describe_invite(invite), file=sys.stderr)
     print("Send this code to your friend over a chat you trust; it works like a password until it is used:",
           file=sys.stderr)
@@ -226,50 +212,3 @@ def join(args: argparse.Namespace) -> int:
             print(f"Serve in it with: potluck serve --swarm {joined.info.name!r}")
         return 0
     return serve_as_member(args, joined.info.swarm_id)
-
-
-# ---- members / revoke ------------------------------------------------------------------------------------------------
-def members(args: argparse.Namespace) -> int:
-
-    store = SwarmStore()
-    info = pick_swarm(store, args.swarm)
-    m = store.membership(info.swarm_id)
-    own = _own_peer_id(info.swarm_id)
-    listed = m.members if m is not None else ()
-    if args.json:
-        print_json({"swarm": info.name, "swarm_id": info.swarm_id, "members": [
-            {"peer_id": x.peer_id, "name": x.name, "added_by": x.added_by, "added_at": x.added_at,
-             "revoked": x.revoked, "revoked_at": x.revoked_at, "this_pc": x.peer_id == own} for x in listed]})
-        return 0
-    print(f"{info.name} (id {info.swarm_id}): {sum(not x.revoked for x in listed)} active member(s)")
-    for x in listed:
-        state = f"revoked {format_utc(x.revoked_at)}" if x.revoked else "active"
-        print(f"  {x.name or '(no name)':<24} {x.peer_id}  {state:<28} since {format_utc(x.added_at)}"
-              + ("  (this PC)" if x.peer_id == own else ""))
-    return 0
-
-
-def revoke(args: argparse.Namespace) -> int:
-
-    store = SwarmStore()
-    info = pick_swarm(store, args.swarm)
-    own = _own_peer_id(info.swarm_id) or ""
-    with secure.store_lock(store):
-        current = store.membership(info.swarm_id)
-        if current is None:
-            raise CliError(f"this PC has no member list for {info.name!r}")
-        target = ms.find_member(current, args.peer)
-        if target.peer_id == own:
-            raise CliError("that is this PC; to leave a swarm, stop its node and forget it")
-        store.save_membership(info.swarm_id, ms.revoke_member(current, target.peer_id, own, time.time()))
-    label = f"{target.name} ({target.peer_id[:12]}…)" if target.name else target.peer_id
-    print(f"Revoked {label} from {info.name!r}.")
-    if secure.running_node(info.swarm_id):
-        print("This PC's node refuses it within seconds and tells the other members: within a minute no member "
-              "accepts its requests or announcements, or routes through it.")
-    elif lifecycle.tell_swarm(info.swarm_id, host=args.host, store=store):
-        print("Told the swarm: within a minute no member accepts its requests or announcements, or routes through it.")
-    else:
-        print("No member could be reached now: the revocation spreads when this PC's node runs again "
-              f"(`potluck serve --swarm {info.name!r}`). Until then, ask another member to revoke it too.")
-    return 0

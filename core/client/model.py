@@ -11,6 +11,7 @@ one background event loop; `generate` blocks the caller and streams tokens to `o
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
@@ -47,15 +48,26 @@ class DistributedModelForCausalLM(CausalLM):
         (the first route decides; fail-overs then stay at the same precision)."""
         if quant is not None:
             quant = parse_precision(quant).value
-        spec = open_model(model, revision)
         wire_dtype = parse_dtype(dtype)
-        parts = load_client_parts(spec, torch.float32)
-        tokenizer = load_tokenizer(spec.checkpoint)
-        owns_dht = dht is None
-        if owns_dht:
-            if not initial_peers:
-                raise ValueError("initial_peers is empty: give the multiaddr of at least one server of the swarm")
-            dht = swarm_dht.start_dht(swarm_dht.DHTOptions(initial_peers=tuple(initial_peers), client_mode=True))
+        if dht is None and not initial_peers:
+            raise ValueError("initial_peers is empty: give the multiaddr of at least one server of the swarm")
+        with ThreadPoolExecutor(1, thread_name_prefix="potluck-open") as pool:
+            # the model's client-side parts load while the DHT starts (on this thread: a DHT's child process dies
+            # with the thread that started it, and this one lives on)
+            opened = pool.submit(_open_client_side, model, revision)
+            owns_dht = dht is None
+            if owns_dht:
+                try:
+                    dht = swarm_dht.start_dht(swarm_dht.DHTOptions(initial_peers=tuple(initial_peers), client_mode=True))
+                except BaseException:
+                    opened.cancel()
+                    raise
+            try:
+                spec, parts, tokenizer = opened.result()
+            except BaseException:
+                if owns_dht:
+                    dht.shutdown()
+                raise
         loop = LoopThread()
         try:
             p2p = loop.run(dht.replicate_p2p(), timeout=30)
@@ -90,6 +102,11 @@ class DistributedModelForCausalLM(CausalLM):
         self.loop.stop()
         if self._owns_dht:
             self.dht.shutdown()
+
+
+def _open_client_side(model: str, revision: str | None):
+    spec = open_model(model, revision)
+    return spec, load_client_parts(spec, torch.float32), load_tokenizer(spec.checkpoint)
 
 
 __all__ = ["DistributedModelForCausalLM", "GenerationResult", "SwarmError"]

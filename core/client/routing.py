@@ -9,6 +9,13 @@ Expected time per token of a route, in milliseconds:
 Each span is one hop: the link latency of the peer it enters (the client's measurement stands in for the
 server-to-server link of a push). A server may serve any sub-range of its announced range. The cheapest route is
 found by dynamic programming over block boundaries (the graph is a DAG: spans only go forward).
+
+A client on a PC that serves blocks itself (`self_peer_id`, the node's chat) first routes as many blocks as it can
+through its own server, then minimises the time: those blocks cross no network, the conversation stays on this PC
+(entirely, when it hosts every block), and friends' PCs are left to friends. Its own server is reached in-process,
+so its link latency is 0, whatever a ping through two event loops measured; and the servers' throughputs, one-off
+measurements at start that differ up to 3x between runs on a busy PC, no longer decide between this PC and a
+friend that both host the blocks.
 """
 
 from __future__ import annotations
@@ -68,9 +75,10 @@ def choose_route(
     """The chain of spans covering [start_block, end_block) with the lowest expected time per token.
 
     Usable servers are ONLINE, not in `banned`, and announce `cache_tokens_left >= min_cache_tokens`. A peer
-    missing from `latency_ms` gets `default_latency_ms`, except `self_peer_id` (this node's own server), which
-    gets 0. Ties in expected time (within a relative 1e-9) go to fewer hops, then to the route whose sequence of
-    (peer_id, longest span first) sorts lowest, so the same inputs always give the same route.
+    missing from `latency_ms` gets `default_latency_ms`; `self_peer_id` (this node's own server) always gets 0, and
+    routes with fewer blocks away from it come first (see the module doc). Ties in expected time (within a
+    relative 1e-9) go to fewer hops, then to the route whose sequence of (peer_id, longest span first) sorts
+    lowest, so the same inputs always give the same route.
     Raises NoRouteError naming the first block no usable server hosts.
     """
     require_int("total_blocks", total_blocks, minimum=1)
@@ -95,29 +103,31 @@ def choose_route(
               and r.cache_tokens_left >= min_cache_tokens and r.start_block < end_block and r.end_block > start_block]
 
     def hop_latency_ms(peer_id: str) -> float:
-        if peer_id in latency_ms:
-            return float(latency_ms[peer_id])
-        return 0.0 if peer_id == self_peer_id else float(default_latency_ms)
+        if peer_id == self_peer_id:
+            return 0.0
+        return float(latency_ms.get(peer_id, default_latency_ms))
 
-    # best[b] = (expected ms, hops, spans as (peer_id, start, end)) of the best route covering [start_block, b)
-    best: dict[int, tuple[float, int, tuple[tuple[str, int, int], ...]]] = {start_block: (0.0, 0, ())}
+    # best[b] = (blocks away from self_peer_id, expected ms, hops, spans as (peer_id, start, end)) of the best route
+    # covering [start_block, b)
+    best: dict[int, tuple[int, float, int, tuple[tuple[str, int, int], ...]]] = {start_block: (0, 0.0, 0, ())}
     for boundary in range(start_block, end_block):
         if boundary not in best:
             continue
-        cost_ms, hops, spans = best[boundary]
+        away, cost_ms, hops, spans = best[boundary]
         for record in usable:
             if not record.start_block <= boundary < record.end_block:
                 continue
             entry_ms = cost_ms + hop_latency_ms(record.peer_id)
             per_block_ms = _ms_per_block(record)
+            elsewhere = record.peer_id != self_peer_id
             for stop in range(boundary + 1, min(record.end_block, end_block) + 1):
-                candidate = (entry_ms + (stop - boundary) * per_block_ms, hops + 1,
-                             (*spans, (record.peer_id, boundary, stop)))
+                candidate = (away + elsewhere * (stop - boundary), entry_ms + (stop - boundary) * per_block_ms,
+                             hops + 1, (*spans, (record.peer_id, boundary, stop)))
                 if stop not in best or _better(candidate, best[stop]):
                     best[stop] = candidate
     if end_block not in best:
         raise _no_route(records, start_block, end_block, usable, banned_set, min_cache_tokens)
-    return [RouteSpan(peer_id, start, stop) for peer_id, start, stop in best[end_block][2]]
+    return [RouteSpan(peer_id, start, stop) for peer_id, start, stop in best[end_block][3]]
 
 
 def replacement_route(
@@ -177,9 +187,11 @@ def _ms_per_block(record: ServerRecord) -> float:
     return UNMEASURED_MS_PER_BLOCK
 
 
-def _better(candidate: tuple[float, int, tuple], incumbent: tuple[float, int, tuple]) -> bool:
-    cost_a, hops_a, spans_a = candidate
-    cost_b, hops_b, spans_b = incumbent
+def _better(candidate: tuple[int, float, int, tuple], incumbent: tuple[int, float, int, tuple]) -> bool:
+    away_a, cost_a, hops_a, spans_a = candidate
+    away_b, cost_b, hops_b, spans_b = incumbent
+    if away_a != away_b:
+        return away_a < away_b
     if not math.isclose(cost_a, cost_b, rel_tol=_TIE_TOLERANCE, abs_tol=_TIE_TOLERANCE):
         return cost_a < cost_b
     if hops_a != hops_b:

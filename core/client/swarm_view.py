@@ -51,10 +51,11 @@ class SwarmView:
         return {r.peer_id: r for r in servers if r.compute == self.compute}
 
     async def measure_latencies(self, records: dict[str, ServerRecord]) -> None:
-        """Ping servers not measured in the last LATENCY_TTL_SECONDS (in parallel); keep round trips in ms."""
+        """Ping servers not measured in the last LATENCY_TTL_SECONDS (in parallel); keep round trips in ms. This
+        PC's own server is not pinged: it is reached in-process (routing counts no latency for it)."""
         now = time.monotonic()
         stale = [r for r in records.values() if now - self._measured_at.get(r.peer_id, -1e9) > LATENCY_TTL_SECONDS
-                 and r.peer_id not in self._pinned]
+                 and r.peer_id not in self._pinned and r.peer_id != self.self_peer_id]
         results = await asyncio.gather(*(self._ping(r) for r in stale), return_exceptions=True)
         for record, result in zip(stale, results):
             self.latency_ms[record.peer_id] = result if isinstance(result, float) else UNREACHABLE_LATENCY_MS

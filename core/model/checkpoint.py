@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from potluck.core.errors import PotluckError
+from potluck.core.model.builtin import BUILTIN, builtin_model_path
+from potluck.core.model.progress import download_bar
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -80,7 +82,10 @@ def open_checkpoint(model: str, revision: str | None = None, *, cache_dir: str |
     """A local folder if `model` is one, else a Hugging Face hub id (downloading lazily, file by file).
 
     A `.gguf` file, or a folder with no config.json that holds exactly one `.gguf`, opens as a GGUF checkpoint.
+    "builtin" is the model that ships with Potluck (core/model/builtin.py): the same file, and uid, on every PC.
     """
+    if model == BUILTIN:
+        model = str(builtin_model_path())
     gguf_file = _gguf_file(model)
     if gguf_file is not None:
         from potluck.core.model.gguf_checkpoint import open_gguf
@@ -143,7 +148,8 @@ def _open_hub(repo_id: str, revision: str | None, cache_dir: str | None) -> Chec
         try:
             # read the hub's address and cache folder now, not when huggingface_hub was imported
             return Path(hf_hub_download(repo_id, file_name, revision=revision, endpoint=os.environ.get("HF_ENDPOINT"),
-                                        cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE")))
+                                        cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
+                                        tqdm_class=download_bar()))  # reports bytes (core/model/progress.py)
         except LocalEntryNotFoundError as e:  # offline, or the hub unreachable (a subclass of EntryNotFoundError)
             raise CheckpointError(f"cannot download {file_name} of {repo_id}: {e}") from e
         except EntryNotFoundError:
@@ -190,3 +196,24 @@ def _parse_json(data: bytes, path: Path) -> dict:
         return json.loads(data)
     except ValueError as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def open_config(model: str, revision: str | None = None) -> dict:
+    """A model's config as a dict, reading as little as possible: a folder's config.json, a GGUF file's header, or,
+    for a hub id, config.json alone (no weights, no index)."""
+    if os.path.isfile(os.path.join(model, "config.json")):
+        path = Path(model) / "config.json"
+        return _parse_json(path.read_bytes(), path)
+    if os.path.exists(model) or model == BUILTIN:
+        return dict(open_checkpoint(model).config_dict)
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", model):
+        raise CheckpointError(f"{model!r} is neither a folder, a .gguf file nor a Hugging Face model id like 'org/name'")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = Path(hf_hub_download(model, "config.json", revision=revision, endpoint=os.environ.get("HF_ENDPOINT"),
+                                    cache_dir=os.environ.get("HF_HUB_CACHE")))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise CheckpointError(f"cannot read the config of {model}: {e}") from e
+    return _parse_json(path.read_bytes(), path)

@@ -14,6 +14,7 @@ K-quants, F16, BF16, F32, ...).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
+from potluck.core import paths
 from potluck.core.model.checkpoint import Checkpoint, CheckpointError
 from potluck.core.model.families import UnsupportedModelError
 from potluck.core.model.gguf_file import (
@@ -42,7 +44,6 @@ GGUF_SUFFIX = ".gguf"
 @dataclass(kw_only=True)
 class GGUFCheckpoint(Checkpoint):
     """A `Checkpoint` over one GGUF file; `load_tensors` gives float32 tensors as transformers would load them."""
-
     gguf_path: Path
     architecture: str  # the file's general.architecture
     display_name: str  # readable part of the uid: the model's name in the metadata, and its quantization
@@ -114,8 +115,13 @@ def open_gguf(path: str | os.PathLike, model: str | None = None) -> GGUFCheckpoi
     if int(header.metadata.get("split.count", 1) or 1) > 1:
         raise CheckpointError(f"{path.name} is one part of a split GGUF; merge the parts into one file first "
                               f"(llama.cpp's `llama-gguf-split --merge`)")
-    config_dict = _config_dict(path)
-    gguf_to_hf = _name_map(config_dict, architecture, (span.gguf_name for span in header.tensors), path)
+    cached = _read_cache(header.digest)
+    if cached is not None:
+        config_dict, gguf_to_hf = cached
+    else:
+        config_dict = _config_dict(path)
+        gguf_to_hf = _name_map(config_dict, architecture, (span.gguf_name for span in header.tensors), path)
+        _write_cache(header.digest, config_dict, gguf_to_hf)
     spans = {gguf_to_hf[span.gguf_name]: span for span in header.tensors if span.gguf_name in gguf_to_hf}
     unreadable = sorted({type_name(s.ggml_type) for s in spans.values() if not can_dequantize(s.ggml_type)})
     if unreadable:
@@ -139,6 +145,35 @@ def open_gguf(path: str | os.PathLike, model: str | None = None) -> GGUFCheckpoi
         spans=spans,
         file_size_bytes=header.file_size_bytes,
     )
+
+
+def derived_cache_dir() -> Path:
+    """Where what is derived from a GGUF header (config, tensor names, tokenizer) is kept, by the header's digest:
+    building them takes transformers seconds; reading them back, milliseconds."""
+
+    return paths.cache_dir() / "gguf"
+
+
+def _read_cache(digest: str) -> tuple[dict, dict] | None:
+    try:
+        data = json.loads((derived_cache_dir() / f"{digest}.json").read_text(encoding="utf-8"))
+        config, names = data["config"], data["names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(config, dict) or not isinstance(names, dict) or not config.get("model_type"):
+        return None
+    return config, names
+
+
+def _write_cache(digest: str, config: dict, names: dict) -> None:
+
+    try:
+        folder = paths.ensure_dir(derived_cache_dir())
+        tmp = folder / f".{digest}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"config": config, "names": names}), encoding="utf-8")
+        os.replace(tmp, folder / f"{digest}.json")
+    except (OSError, TypeError, ValueError):  # a cache that cannot be written only costs time next time
+        pass
 
 
 def _config_dict(path: Path) -> dict:

@@ -190,8 +190,8 @@ def load_blocks(spec: ModelSpec, start: int, end: int, dtype: torch.dtype = torc
     time: each block is read, built at `dtype` and, with `quant` int8 or int4, quantized before the next is read,
     so memory never holds more than one block at full precision. `on_block(index)` reports progress.
 
-    Quantized blocks keep their norms and other small parameters in float32; their linear layers use the CPU
-    kernels of core/model/quant (no GPU kernels yet: on CUDA only "none" is accepted)."""
+    Quantized blocks keep their norms and other small parameters in float32; their linear layers and MoE experts
+    use the CPU kernels of core/model/quant (no GPU kernels yet: on CUDA only "none" is accepted)."""
     if not 0 <= start < end <= spec.num_blocks:
         raise ValueError(f"block range {start}:{end} is outside the model's 0:{spec.num_blocks}")
     precision = parse_precision(quant)
@@ -208,6 +208,7 @@ def load_blocks(spec: ModelSpec, start: int, end: int, dtype: torch.dtype = torc
         if precision is not Precision.NONE:
             for layer in block.layers:
                 quantize_module(layer, precision)
+                spec.family.quantize_experts(layer, precision)  # stacked MoE experts (not nn.Linear): the family's layout
         block = block.to(device)
         stack = block if stack is None else stack.extended(block)
         if on_block is not None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from potluck.core import protocol
+from potluck.core.node import cancellable
 from potluck.core.node.loopback import LoopbackP2P
 from potluck.core.node.stats import TextStream, sampling_kwargs
 
@@ -117,6 +118,14 @@ class ChatService:
             except Exception:  # shutting down anyway
                 log.exception("closing the chat client failed")
 
+    def client(self):
+        """The chat client for the current settings, built on first use (which blocks). From a worker thread
+        only: the node's API endpoint (core/node/api_service.py) runs its requests on this client too."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the node is shutting down")
+        return self._client_for(self._recipe())
+
     # ---- one reply, on its worker thread -------------------------------------------------------------------------
     def _client_for(self, recipe: ClientRecipe):
         with self._client_lock:
@@ -151,8 +160,9 @@ class ChatService:
                 self._send(protocol.Token(request_id=cmd.request_id, text=text, token_id=int(token_id)))
 
             messages = [{"role": m.role, "content": m.content} for m in cmd.messages] if cmd.messages else None
-            result = client.generate(prompt=cmd.prompt, messages=messages, on_token=on_token, cancel=cancel,
-                                     **sampling_kwargs(cmd))
+            # cancel interrupts a step in flight and closes the servers' sessions (core/node/cancellable.py)
+            result = cancellable.generate(client, cancel, on_token, prompt=cmd.prompt, messages=messages,
+                                          **sampling_kwargs(cmd))
             self._send(protocol.Done(request_id=cmd.request_id, text=result.text, token_count=len(result.token_ids),
                                      tokens_per_second=round(result.tokens_per_second, 2),
                                      route=result.route, stop_reason=result.stop_reason))

@@ -1,16 +1,20 @@
 """The node's settings, as the GUI's `set_config` command gives them: a frozen record and a pure parser.
 
-The app sends mode, model, swarm_name, pc_name, memory_cap_bytes (0 = automatic) and log_dir. A headless owner or
-a test may add initial_peers, host, port, device, dtype, num_blocks and cache_tokens. Unknown names and bad values
-are reported in words and skipped; the rest still applies.
+The app sends mode, model, swarm_name, swarm_id, pc_name, memory_cap_bytes (0 = automatic), log_dir, and api_enabled
+/ api_port ("Let apps on this PC use the swarm", applied at once). A headless owner or a test may add
+initial_peers, host, port, device, dtype, num_blocks and cache_tokens. Unknown names and bad values are reported in
+words and skipped; the rest still applies.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
+
+from potluck.core.node.rules import RulesError, ServingRules, parse_rules
 
 MODES = ("create", "join", "plain")
 
@@ -20,6 +24,7 @@ class NodeConfig:
     mode: str = "plain"  # create: this PC's own swarm; join: the swarm of the invite code; plain: open DHT, no members
     model: str = ""  # Hugging Face id or local folder
     swarm_name: str = ""
+    swarm_id: str = ""  # create/join: the stored swarm to open ("" = by swarm_name, or by the invite code)
     pc_name: str = ""  # how friends see this PC
     memory_cap_bytes: int = 0  # most memory the hosted blocks (weights + cache) may take; 0 = from free memory
     log_dir: str = ""  # where the node writes its own log file; "" = the platform's log folder
@@ -31,6 +36,9 @@ class NodeConfig:
     quant: str = "none"  # weight precision of this PC's blocks: none, int8, int4 (a private swarm's spec decides)
     num_blocks: int | None = None  # host exactly this many blocks instead of sizing from memory
     cache_tokens: int = 8192  # attention-cache budget, tokens per block
+    api_enabled: bool = False  # an OpenAI-compatible API for apps on this PC, on 127.0.0.1:api_port
+    api_port: int = 8000
+    rules: ServingRules | None = None  # serving rules (core/node/rules.py); None: rules.json in the config folder
 
 
 def _is_int(value: Any) -> bool:
@@ -63,13 +71,26 @@ def _parse(name: str, value: Any) -> tuple[Any, str]:
         return (value, "") if ok else (None, f"quant must be none, int8 or int4, got {value!r}")
     if name in ("swarm_name", "pc_name"):
         return _text(name, value, limit=64)
+    if name == "swarm_id":
+        ok = isinstance(value, str) and (value == "" or re.fullmatch(r"[0-9a-f]{16}", value) is not None)
+        return (value, "") if ok else (None, f"swarm_id must be 16 lowercase hex characters, got {value!r}")
     if name == "initial_peers":
         ok = isinstance(value, list) and len(value) <= 64
         ok = ok and all(isinstance(p, str) and 0 < len(p) < 512 for p in value)
         return (tuple(p.strip() for p in value), "") if ok else (None, "initial_peers must be a list of multiaddrs")
+    if name == "rules":
+        try:
+            return (None if value is None else parse_rules(value)), ""
+        except RulesError as exc:
+            return None, f"rules: {exc}"
     number = _whole_number(value)
     if name == "memory_cap_bytes":
         return (number, "") if number is not None and number >= 0 else (None, "memory_cap_bytes must be >= 0")
+    if name == "api_enabled":
+        return (value, "") if isinstance(value, bool) else (None, "api_enabled must be true or false")
+    if name == "api_port":
+        ok = number is not None and 0 < number < 65536
+        return (number, "") if ok else (None, "api_port must be in 1..65535")
     if name == "port":
         return (number, "") if number is not None and 0 <= number < 65536 else (None, "port must be in 0..65535")
     if name == "num_blocks":
@@ -103,7 +124,8 @@ def apply_values(config: NodeConfig, values: Mapping[str, Any]) -> Applied:
     return Applied(replace(config, **changes), tuple(problems), unknown)
 
 
-NETWORK_SETTINGS = ("mode", "swarm_name", "initial_peers", "host", "port")  # a change needs a new DHT
+NETWORK_SETTINGS = ("mode", "swarm_name", "swarm_id", "initial_peers", "host", "port")  # a change needs a new DHT
+LIVE_SETTINGS = ("log_dir", "api_enabled", "api_port", "rules")  # take effect at once, serving or not
 
 
 def network_key(config: NodeConfig) -> tuple:
@@ -112,5 +134,6 @@ def network_key(config: NodeConfig) -> tuple:
 
 
 def restart_needed(old: NodeConfig, new: NodeConfig) -> list[str]:
-    """Settings that changed and only take effect when serving starts again (everything but log_dir)."""
-    return [f.name for f in fields(NodeConfig) if f.name != "log_dir" and getattr(old, f.name) != getattr(new, f.name)]
+    """Settings that changed and only take effect when serving starts again (all but LIVE_SETTINGS)."""
+    return [f.name for f in fields(NodeConfig)
+            if f.name not in LIVE_SETTINGS and getattr(old, f.name) != getattr(new, f.name)]

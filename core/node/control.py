@@ -29,11 +29,11 @@ from pathlib import Path
 
 from potluck.core import paths, protocol
 from potluck.core.node import stats as node_stats
+from potluck.core.node.api_service import ApiService
 from potluck.core.node.chat import ChatService, ClientRecipe
 from potluck.core.node.config import NodeConfig, apply_values, network_key, restart_needed
 from potluck.core.node.loopback import LocalServer
 from potluck.core.node.plan import NodeSetupError
-from potluck.core.node.private import make_network
 from potluck.core.node.serving import (
     memory_bytes,
     open_model_checked,
@@ -42,6 +42,9 @@ from potluck.core.node.serving import (
     start_serving,
 )
 from potluck.core.node.stdio import TOO_LONG, LogFile, ParentWatch, ProtocolWriter, StdinReader
+from potluck.core.node.swarm_commands import SwarmCommands
+from potluck.core.node.swarm_ops import check_model_path, check_same_model, make_network
+from potluck.core.node.upkeep import Upkeep
 from potluck.core.protocol import NodeState
 from potluck.core.swarm.records import online_per_block
 
@@ -85,6 +88,10 @@ class NodeController:
         self._stopping = False
         self._drain_task: asyncio.Task | None = None
         self.chat = ChatService(self.send, self._client_recipe, on_token=self._count_token)
+        self.api = ApiService(self.chat.client, lambda: self.network.model if self.network else self.config.model,
+                              on_token=self._count_token, on_error=lambda m: self.send(protocol.Error(message=m)))
+        self.swarm = SwarmCommands(self)  # the swarm page's commands (invite, revoke, leave, join, switch)
+        self.upkeep = Upkeep(self)  # presence, history, serving rules (core/node/upkeep.py)
 
     # ------------------------------------------------------------------ events out
 
@@ -148,14 +155,19 @@ class NodeController:
         if isinstance(cmd, protocol.SetConfig):
             self._apply_config(cmd.values)
         elif isinstance(cmd, (protocol.Start, protocol.Resume)):
+            self.upkeep.owner_wants_serving = True
             self._enqueue("start")
         elif isinstance(cmd, protocol.Pause):
+            self.upkeep.owner_wants_serving = False
             self._enqueue("pause")
         elif isinstance(cmd, protocol.Drain):
             self._enqueue("drain")
         elif isinstance(cmd, protocol.Refresh):
             self._view_monotonic = float("-inf")
             self._stats_now.set()
+            self.upkeep.send_history()
+        elif self.swarm.handle(cmd):
+            pass
         elif isinstance(cmd, protocol.Generate):
             self.chat.submit(cmd)
         elif isinstance(cmd, protocol.Cancel) and not self.chat.cancel(cmd.request_id):
@@ -170,6 +182,7 @@ class NodeController:
             self.send(protocol.Error(message="set_config: " + "; ".join(applied.problems)))
         changed = restart_needed(self.config, applied.config)
         self.config = applied.config
+        self._update_api()
 
         self.log_file.use_folder(Path(self.config.log_dir) if self.config.log_dir else paths.logs_dir())
         if changed and self.serving is not None:
@@ -190,14 +203,17 @@ class NodeController:
             await self._wake_ops.wait()
             self._wake_ops.clear()
             while self._ops:
-                self._current_op = self._ops.popleft()
-                self._current_task = asyncio.create_task(getattr(self, f"_op_{self._current_op}")())
+                op = self._ops.popleft()  # a name ("start", "pause", "drain") or a swarm command's coroutine function
+                self._current_op = op if isinstance(op, str) else "swarm"
+                self._current_task = asyncio.create_task(getattr(self, f"_op_{op}")() if isinstance(op, str) else op())
                 await asyncio.wait({self._current_task})
                 if not self._current_task.cancelled() and self._current_task.exception() is not None:
                     log.error("%s failed", self._current_op, exc_info=self._current_task.exception())
                 self._current_op = self._current_task = None
 
     async def _op_start(self) -> None:
+        if await self.upkeep.held_back():  # a serving rule says not now (paused, with its words)
+            return
         if self.serving is not None:
             await self.serving.undrain()
             self.set_state(NodeState.SERVING, self._serving_words())
@@ -219,10 +235,13 @@ class NodeController:
         if not network.model and config.mode == "join":  # no model in the settings: the swarm names it
             await self._join_swarm(network)
         self.set_state(NodeState.STARTING, "Opening the model")
+        check_model_path(network, config)  # a friend's path from the invite, or a copy that moved: say where to fix it
         self.spec = await asyncio.to_thread(open_model_checked, network.model, network.revision)
+        network.model_uid = self.spec.uid  # recorded when this PC creates the swarm from a local model
         self.device = await asyncio.to_thread(resolve_device, config.device)
         options = serve_options(config, network.model, self.device, network.quant)
         dht = await self._join_swarm(network)
+        check_same_model(network, self.spec.uid)
         options = dataclasses.replace(options, dht=network.dht_options(), admit=network.admit,
                                       revision=network.revision)
 
@@ -244,6 +263,8 @@ class NodeController:
         except RuntimeError as exc:
             raise NodeSetupError(f"Could not join the swarm: {exc}") from None
         await network.start_services()
+        self._update_api()
+        self._stats_now.set()  # the next tick tells the app which swarm this is
         return dht
 
     def _serving_words(self) -> str:
@@ -318,6 +339,12 @@ class NodeController:
             return None
         return LocalServer(peer_id=server.peer_id, handler_for=server.stream_handler, loop=self._loop)
 
+    def _update_api(self) -> None:
+        """The API endpoints for the settings and the swarm joined (core/node/api_service.py)."""
+        swarm = getattr(self.network, "swarm", None)  # a private swarm's SwarmNode, once joined
+        self.api.update(enabled=self.config.api_enabled, port=self.config.api_port,
+                        swarm_id=getattr(swarm, "swarm_id", None))
+
     # ------------------------------------------------------------------ stats
 
     async def _tick_forever(self) -> None:
@@ -329,7 +356,11 @@ class NodeController:
             self._stats_now.clear()
             try:
                 await self._refresh_view()
-                self.send(self._stats())
+                await self.upkeep.before_stats()
+                stats = self._stats()
+                self.send(stats)
+                await self.swarm.tick(stats)
+                await self.upkeep.after_stats(stats)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a stats hiccup must not end the node
@@ -366,9 +397,10 @@ class NodeController:
         used, free = memory_bytes(self.device) if self.spec is not None else (0, 0)
         with self._tokens_lock:
             tokens_used = self._tokens_used
-        return node_stats.build_stats(contribution, total_blocks=self.spec.num_blocks if self.spec is not None else 0,
-                                      memory_used_bytes=used, memory_free_bytes=free, tokens_used=tokens_used,
-                                      by_block=self._by_block, me=me)
+        stats = node_stats.build_stats(contribution, total_blocks=self.spec.num_blocks if self.spec is not None else 0,
+                                       memory_used_bytes=used, memory_free_bytes=free, tokens_used=tokens_used,
+                                       by_block=self._by_block, me=me, **self.upkeep.stats_inputs(contribution))
+        return dataclasses.replace(stats, api_url=self.api.url)
 
     # ------------------------------------------------------------------ the end
 
@@ -391,7 +423,9 @@ class NodeController:
                 await self._drain_and_stop(request.drain_seconds)
             except Exception:
                 log.exception("leaving the swarm cleanly failed")
+        await asyncio.to_thread(self.api.close)  # its replies run on the chat client
         await asyncio.to_thread(self.chat.close, 2.0)
+        self.upkeep.close()
         if self.network is not None:
             try:
                 await asyncio.wait_for(self.network.close(), 5)

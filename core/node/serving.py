@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 from potluck.core import protocol
 from potluck.core.model.checkpoint import CheckpointError
+from potluck.core.model.progress import reporting
 from potluck.core.node.config import NodeConfig
 from potluck.core.node.plan import BlockPlan, NodeSetupError, chosen_plan, plan_from_sizing, range_words
+from potluck.core.node.progress import LoadProgress
 from potluck.core.node.stats import Contribution, span_words
 from potluck.core.server.memory import available_ram_bytes, probe_free_bytes
 from potluck.core.server.sizing import SizingError
@@ -125,6 +127,7 @@ class Serving:
         stats = self.server.stats
         return Contribution(
             start_block=self.start_block, end_block=self.end_block, tokens_served=stats.tokens_served,
+            tokens_for_others=stats.tokens_for_others,
             sessions_served=stats.sessions_served, active_sessions=self.server.active_sessions,
             bytes_up=stats.bytes_up, bytes_down=stats.bytes_down,
             uptime_seconds=time.monotonic() - self.started_monotonic,
@@ -158,8 +161,9 @@ class Serving:
 
 
 async def start_serving(spec, options, config: NodeConfig, dht, progress: Callable[[str], None],
-                        on_sizing: Callable[[protocol.Sizing], None]) -> Serving:
-    """Size, choose, load, announce. Raises NodeSetupError (plain words) for what a retry will not fix."""
+                        on_sizing: Callable[[protocol.Event], None]) -> Serving:
+    """Size, choose, load, announce. Raises NodeSetupError (plain words) for what a retry will not fix.
+    `on_sizing` sends the `sizing` event and the `progress` events of loading."""
     from potluck.core.model.loading import load_blocks, resolve_dtype
     from potluck.core.server.runner import start_policies
     from potluck.core.server.server import BlockServer
@@ -167,13 +171,21 @@ async def start_serving(spec, options, config: NodeConfig, dht, progress: Callab
     progress("Measuring free memory")
     plan = await asyncio.to_thread(plan_blocks, spec, options, config)
     start, end, others = await asyncio.to_thread(choose_blocks, spec, options, plan, dht)  # runs its own loop
+    dtype = resolve_dtype(spec, options.dtype, options.device)
+    explanation = range_words(plan, start, end, spec.num_blocks, others)
+    sparse = [i for i in range(start, end) if spec.block_bytes(dtype, i) != spec.active_block_bytes(dtype, i)]
+    if sparse:  # a mixture of experts: say what a block holds and what a token reads of it
+        explanation += f" Here {spec.describe_block(dtype, sparse[0])}."
     on_sizing(protocol.Sizing(num_blocks=end - start, start_block=start, end_block=end, total_blocks=spec.num_blocks,
-                              explanation=range_words(plan, start, end, spec.num_blocks, others), numbers=plan.numbers))
+                              explanation=explanation, numbers=plan.numbers))
     words = span_words(start, end)
     progress(f"Loading {words}")
-    dtype = resolve_dtype(spec, options.dtype, options.device)
+    loading = LoadProgress(on_sizing, start, [spec.block_bytes(dtype, i, options.quant) for i in range(start, end)])
+    loading.begin()  # `progress` events: the app's bars (downloads inside report their bytes too)
     try:
-        stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device, quant=options.quant)
+        with reporting(loading.on_download):
+            stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device, quant=options.quant,
+                                            on_block=loading.on_block)
     except MemoryError:
         raise NodeSetupError(f"Ran out of memory while loading {words}. Close other programs or set a lower "
                              "memory limit in Settings.") from None
@@ -216,7 +228,13 @@ def memory_bytes(device: str) -> tuple[int, int]:
 
 
 def _resident_bytes() -> int:
+    """What this process really holds: its private (anonymous) resident memory on Linux. Pages of model files it
+    mapped count in its resident size too, but they are the page cache's, dropped at no cost when memory runs low."""
     try:
+        with open("/proc/self/status") as f:
+            anon = next((line for line in f if line.startswith("RssAnon:")), "")
+        if anon:
+            return int(anon.split()[1]) * 1024
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):

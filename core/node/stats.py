@@ -6,7 +6,8 @@ tests/node/test_stats.py. The control loop gathers the inputs; these decide what
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import collections
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from potluck.core import protocol
@@ -112,6 +113,7 @@ class Contribution:
     start_block: int = 0  # hosted now: [start_block, end_block); equal when not serving
     end_block: int = 0
     tokens_served: int = 0
+    tokens_for_others: int = 0  # of tokens_served, those for other members' chats (not this PC's own)
     sessions_served: int = 0
     active_sessions: int = 0
     bytes_up: int = 0
@@ -124,6 +126,7 @@ class Contribution:
         return Contribution(
             start_block=other.start_block, end_block=other.end_block,
             tokens_served=self.tokens_served + other.tokens_served,
+            tokens_for_others=self.tokens_for_others + other.tokens_for_others,
             sessions_served=self.sessions_served + other.sessions_served,
             active_sessions=other.active_sessions,
             bytes_up=self.bytes_up + other.bytes_up, bytes_down=self.bytes_down + other.bytes_down,
@@ -139,23 +142,77 @@ def throughput_tokens_per_second(block_tokens_per_second: float, num_blocks: int
     return block_tokens_per_second / num_blocks
 
 
-def members(records: Iterable[ServerRecord], me: Me | None) -> tuple[protocol.Member, ...]:
-    """Every server announced for the model (one entry per peer), with this PC first as its node state says."""
-    out: list[protocol.Member] = []
-    seen: set[str] = set()
+@dataclass(frozen=True)
+class Presence:
+    """A node's own announcement that it runs (core/node/presence.py), serving or not: what makes a paused friend
+    count as online on every PC alike."""
+
+    peer_id: str
+    name: str
+    state: str  # the node's state: serving, paused, starting, draining, stopped, failed (stopping: leaving)
+
+
+def members(records: Iterable[ServerRecord], me: Me | None, presence: Iterable[Presence] = (),
+            remembered: Mapping[str, tuple[str, float]] | None = None, now: float = 0.0) -> tuple[protocol.Member, ...]:
+    """Everyone this PC knows in the swarm, one entry per peer, this PC first as its node state says.
+
+    A peer is online when it announces a server record that is not offline, or its presence (a paused PC has no
+    blocks but is there): every PC applies the same rule to the same announcements, so two PCs agree on who is
+    online. Peers seen before (`remembered`: peer id -> (name, last seen unix seconds)) stay listed, offline, with
+    when they were last seen. Online peers are seen `now`."""
+    out: dict[str, protocol.Member] = {}
+    own = me.peer_id if me is not None else None
     for record in records:
-        if record.peer_id in seen or (me is not None and record.peer_id == me.peer_id):
+        if record.peer_id in out or record.peer_id == own:
             continue
-        seen.add(record.peer_id)
-        out.append(protocol.Member(peer_id=record.peer_id, name=record.name, state=record.state.value,
-                                   start_block=record.start_block, end_block=record.end_block,
-                                   online=record.state is not ServerState.OFFLINE))
+        online = record.state is not ServerState.OFFLINE
+        out[record.peer_id] = protocol.Member(peer_id=record.peer_id, name=record.name, state=record.state.value,
+                                              start_block=record.start_block, end_block=record.end_block,
+                                              online=online, last_seen=now if online else 0.0)
+    for item in presence:
+        known = out.get(item.peer_id)
+        if item.peer_id == own or (known is not None and known.online) or item.state == "stopping":
+            continue
+        out[item.peer_id] = protocol.Member(peer_id=item.peer_id, name=item.name or (known.name if known else ""),
+                                            state=item.state, start_block=0, end_block=0, online=True, last_seen=now)
+    for peer_id, (name, last_seen) in (remembered or {}).items():
+        known = out.get(peer_id)
+        if peer_id == own or (known is not None and known.online):
+            continue
+        out[peer_id] = protocol.Member(peer_id=peer_id, name=(known.name if known else "") or name,
+                                       state=ServerState.OFFLINE.value, start_block=0, end_block=0, online=False,
+                                       last_seen=max(0.0, last_seen))
+    listed = list(out.values())
     if me is not None:
         serving = me.state in (NodeState.SERVING, NodeState.DRAINING)
         start, end = (me.start_block, me.end_block) if serving else (0, 0)
-        out.insert(0, protocol.Member(peer_id=me.peer_id, name=me.name, state=_SELF_STATE[me.state],
-                                      start_block=start, end_block=end, online=me.state is not NodeState.STOPPING))
-    return tuple(out)
+        online = me.state is not NodeState.STOPPING
+        listed.insert(0, protocol.Member(peer_id=me.peer_id, name=me.name, state=_SELF_STATE[me.state],
+                                         start_block=start, end_block=end, online=online,
+                                         last_seen=now if online else 0.0))
+    return tuple(listed)
+
+
+class RateWindow:
+    """A steady rate from a growing counter: (count now - count a minute ago) / the time between.
+
+    Tokens per second measured per 2-s stats period jump between bursts and silence; over the last minute they
+    read as what this PC really does. A counter that goes down (a new serving period) starts afresh."""
+
+    def __init__(self, window_seconds: float = 60.0):
+        self.window_seconds = window_seconds
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, monotonic: float, count: int) -> float:
+        """Note the counter at `monotonic`; returns the rate per second over (about) the last window."""
+        if self._samples and count < self._samples[-1][1]:
+            self._samples.clear()
+        self._samples.append((monotonic, count))
+        while len(self._samples) > 2 and self._samples[1][0] <= monotonic - self.window_seconds:
+            self._samples.popleft()  # keep one sample at or before the window's start
+        first_monotonic, first_count = self._samples[0]
+        span = monotonic - first_monotonic
+        return (count - first_count) / span if span > 0 else 0.0
 
 
 def build_stats(
@@ -167,8 +224,15 @@ def build_stats(
     tokens_used: int,
     by_block: dict[int, list[ServerRecord]] | None,
     me: Me | None,
+    presence: Iterable[Presence] = (),
+    remembered: Mapping[str, tuple[str, float]] | None = None,
+    now: float = 0.0,
+    served_tokens_per_second: float = 0.0,
+    memory_blocks_bytes: int = 0,
+    month_bytes_up: int = 0,
 ) -> protocol.Stats:
-    """One stats event. `by_block` is the swarm's records for the model (None before the swarm was read)."""
+    """One stats event. `by_block` is the swarm's records for the model (None before the swarm was read);
+    `presence`, `remembered` and `now` as `members` takes them; the rest passes through."""
     hosted = contribution.end_block - contribution.start_block
     return protocol.Stats(
         start_block=contribution.start_block,
@@ -185,9 +249,13 @@ def build_stats(
         throughput_tokens_per_second=round(
             throughput_tokens_per_second(contribution.block_tokens_per_second, hosted), 2),
         tokens_used=tokens_used,
-        members=members(unique_servers(by_block), me) if by_block is not None else members((), me),
+        members=members(unique_servers(by_block) if by_block is not None else (), me, presence, remembered, now),
         coverage=online_per_block(total_blocks, by_block) if by_block is not None else (),
         peer_id=me.peer_id if me is not None else "",
+        tokens_for_others=contribution.tokens_for_others,
+        served_tokens_per_second=round(max(0.0, served_tokens_per_second), 2),
+        memory_blocks_bytes=max(0, memory_blocks_bytes),
+        month_bytes_up=max(0, month_bytes_up),
     )
 
 

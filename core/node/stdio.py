@@ -168,8 +168,30 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("potluck").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log only its owner can read: every file it opens (the first, and each after a rotation) is
+    created with mode 0600, and an older file found with wider permissions is narrowed."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            if os.name == "posix":
+                os.fchmod(fd, 0o600)
+            return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+def private_log_folder(folder: Path) -> None:
+    """Create a log folder readable by this user only (0700). Logs name peers, addresses and paths. A folder that
+    exists already keeps its mode (it may be one the user chose for other things too); the files are private."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 class LogFile:
-    """The node's own log file in the owner's log folder (rotated once past 5 MB); can move when log_dir changes."""
+    """The node's own log file in the owner's log folder (rotated once past 5 MB, mode 0600 in a folder made 0700);
+    can move when log_dir changes. A folder that cannot be used is reported in the log, never fatal."""
 
     def __init__(self) -> None:
         self._handler: logging.Handler | None = None
@@ -181,11 +203,13 @@ class LogFile:
             return
         self.close()
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_FILE_MAX_BYTES, backupCount=1,
-                                                           encoding="utf-8")
-        except OSError as exc:
-            log.warning("cannot write the log file %s: %s", path, exc.strerror)
+            private_log_folder(folder)
+            for old in (path, path.with_name(path.name + ".1")):
+                if old.exists() and os.name == "posix":
+                    os.chmod(old, 0o600)  # written by an older Potluck with the umask's mode
+            handler = PrivateRotatingFileHandler(path, maxBytes=LOG_FILE_MAX_BYTES, backupCount=1, encoding="utf-8")
+        except (OSError, ValueError) as exc:  # ValueError: a path with a NUL character in it
+            log.warning("cannot write the log file %s: %s", path, getattr(exc, "strerror", None) or exc)
             return
         handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT))
         logging.getLogger().addHandler(handler)

@@ -4,6 +4,12 @@ One long-lived stream per inference session per hop. Every message is validated 
 gets an error reply and the stream (and the server) keeps going. A session's steps come from its client's stream
 or, with push, from the previous server's push stream; both feed one inbox so steps run in order.
 
+Bounded: the inbox holds at most INBOX_MAX_ITEMS messages; when it is full the readers stop reading, so a peer
+that sends faster than the session runs (or stops reading the replies) is slowed down by the stream itself
+instead of parking its frames in our memory. Every send gives up after `send_timeout_seconds` (a peer that stops
+reading ends its session instead of blocking it forever). Outputs are pushed only to a current member, at the
+addresses its own announcement in the DHT gives: the addresses a client names are never dialled.
+
 The handlers see the server through `SessionHost`, the part of it they need; core/server/server.py implements it.
 """
 
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_SECONDS = 10.0  # a client must send its open message this soon after opening the stream
 PING_IDLE_SECONDS = 60.0  # a ping stream with no ping for this long is closed
+INBOX_MAX_ITEMS = 4  # messages a session holds unread (a lock-step client needs 1-2); then the readers wait
+DEFAULT_SEND_TIMEOUT_SECONDS = 20.0  # when the host's config does not say
 _CLOSED = object()  # inbox marker: the client's stream ended
 
 
@@ -44,7 +52,8 @@ class SessionHost(Protocol):
     hidden_size: int
     dtype_name: str
     p2p: object
-    stats: object  # ServerStats: tokens_served, refused, bytes_up, bytes_down
+    peer_id: str  # this server's own peer id: sessions its own node's chats open are not work for others
+    stats: object  # ServerStats: tokens_served, tokens_for_others, refused, bytes_up, bytes_down
     config: object  # ServerConfig: session_idle_timeout_seconds, push_timeout_seconds
 
     @property
@@ -54,6 +63,8 @@ class SessionHost(Protocol):
     def handler_for_push(self, session_id: str, pusher: str) -> "SessionHandler | None": ...
     async def compute(self, session: ServerSession, position: int, hidden: torch.Tensor) -> torch.Tensor: ...
     def record_json(self) -> dict: ...
+    def admit(self, peer_id: str) -> bool: ...  # an active member (private swarm), or anyone (open swarm)
+    async def announced_addrs(self, peer_id: str, block: int) -> tuple[str, ...] | None: ...
 
 
 class SessionHandler:
@@ -62,11 +73,26 @@ class SessionHandler:
     def __init__(self, server: SessionHost, peer_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.server, self.peer_id, self.reader, self.writer = server, peer_id, reader, writer
         self.session: ServerSession | None = None
-        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.inbox: asyncio.Queue = asyncio.Queue(INBOX_MAX_ITEMS)
         self.push_writer: asyncio.StreamWriter | None = None
 
     async def send(self, body: bytes) -> None:
-        self.server.stats.bytes_up += await framing.send(self.writer, body)
+        """Send one frame to the client; asyncio.TimeoutError if it does not read it in time."""
+        self.server.stats.bytes_up += await send_within(self.server, self.writer, body)
+
+    def end_now(self, message: str, code: ErrorCode) -> None:
+        """Tell the client why its session ends without waiting for it to read (the member check's sweep)."""
+        self.server.stats.refused += 1
+        try:
+            body = control.encode(control.ErrorReply(message, code))
+            self.writer.write(len(body).to_bytes(framing.HEADER_LEN, "big") + body)
+        except (ConnectionError, RuntimeError):
+            pass
+
+    def drop_push(self) -> None:
+        """Close the push stream (its peer is no longer a member); the next step reopens, or fails, with checks."""
+        close_writer(self.push_writer)
+        self.push_writer = None
 
     async def send_control(self, message: control.ControlMessage) -> None:
         await self.send(control.encode(message))
@@ -76,14 +102,14 @@ class SessionHandler:
         self.server.stats.refused += 1
         try:
             await self.send_control(control.ErrorReply(message, code, **fields))
-        except (ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             pass
 
     async def tell_drain(self, reason: DrainReason, message: str) -> None:
         """Ask the client to move this session elsewhere (the one place a drain notice is built)."""
         try:
             await self.send_control(control.DrainNotice(reason, message))
-        except (ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             pass
 
     async def serve(self) -> None:
@@ -93,8 +119,10 @@ class SessionHandler:
                 return
             pump = asyncio.create_task(self._pump_client())
             await self._run_session()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, RuntimeError):
             pass  # the client went away
+        except asyncio.TimeoutError:
+            log.info("ending a session of %s: it stopped reading its replies", self.peer_id[-8:])
         finally:
             if pump is not None:
                 pump.cancel()
@@ -136,7 +164,7 @@ class SessionHandler:
         except framing.WireError as e:  # an oversized frame: the stream cannot be resynchronised
             await self.send_error(str(e), ErrorCode.BAD_MESSAGE)
             await self.inbox.put(_CLOSED)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, RuntimeError):
             await self.inbox.put(_CLOSED)
 
     async def _run_session(self) -> None:
@@ -167,6 +195,8 @@ class SessionHandler:
             await self.send_error(str(e), e.code, step_id=step.step_id)
             return
         self.server.stats.tokens_served += step.n_tokens
+        if session.client_peer != self.server.peer_id:
+            self.server.stats.tokens_for_others += step.n_tokens
         result = Step(step.step_id, step.position, output)
         if step.flags & FLAG_NO_FORWARD:
             await self.send(encode_ack(Ack(step.step_id, step.position, step.n_tokens)))
@@ -188,7 +218,12 @@ class SessionHandler:
         timeout = self.server.config.push_timeout_seconds
         if self.push_writer is None:
             hop = session.next_hop
-            _, self.push_writer = await open_stream(self.server.p2p, hop.peer_id, PUSH_PROTOCOL, hop.addrs, timeout)
+            if not self.server.admit(hop.peer_id):
+                raise PeerUnreachableError(f"{hop.peer_id[-8:]} is not a member of this swarm")
+            addrs = await asyncio.wait_for(self.server.announced_addrs(hop.peer_id, session.stack.end), timeout)
+            if addrs is None:  # the client's own list of addresses is never dialled
+                raise PeerUnreachableError(f"{hop.peer_id[-8:]} announces no block {session.stack.end} in the swarm")
+            _, self.push_writer = await open_stream(self.server.p2p, hop.peer_id, PUSH_PROTOCOL, addrs, timeout)
             await asyncio.wait_for(framing.send(self.push_writer, control.encode(control.PushOpen(hop.session_id))), timeout)
         sent = await asyncio.wait_for(framing.send(self.push_writer, encode_step(result)), timeout)
         self.server.stats.bytes_up += sent
@@ -226,8 +261,8 @@ async def serve_push(server: SessionHost, peer_id: str, reader: asyncio.StreamRe
         handler = server.handler_for_push(message.session_id, peer_id) if isinstance(message, control.PushOpen) else None
         if handler is None:
             server.stats.refused += 1
-            await framing.send(writer, control.encode(control.ErrorReply("no such session for this pusher",
-                                                                         ErrorCode.NO_SUCH_SESSION)))
+            await send_within(server, writer, control.encode(control.ErrorReply("no such session for this pusher",
+                                                                                ErrorCode.NO_SUCH_SESSION)))
             return
         while True:
             body = await framing.receive(reader)
@@ -238,8 +273,8 @@ async def serve_push(server: SessionHost, peer_id: str, reader: asyncio.StreamRe
                 await handler.send_error(f"a bad push from the previous server: {e}", ErrorCode.BAD_MESSAGE, blame=peer_id)
                 continue
             if isinstance(item, Step):
-                await handler.inbox.put(item)
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, framing.WireError):
+                await handler.inbox.put(item)  # a full inbox stops this reader: the pusher waits, then times out
+    except (asyncio.IncompleteReadError, ConnectionError, RuntimeError, asyncio.TimeoutError, framing.WireError):
         pass
     finally:
         close_writer(writer)
@@ -253,8 +288,15 @@ async def serve_ping(server: SessionHost, peer_id: str, reader: asyncio.StreamRe
             if not isinstance(control.decode(body), control.Ping):
                 raise framing.WireError("expected a ping")
             stats = dataclasses.asdict(server.stats)  # byte and token counters, for benchmarks and status
-            await framing.send(writer, control.encode(control.Pong(time.time(), server.record_json(), stats)))
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, framing.WireError):
+            await send_within(server, writer, control.encode(control.Pong(time.time(), server.record_json(), stats)))
+    except (asyncio.IncompleteReadError, ConnectionError, RuntimeError, asyncio.TimeoutError, framing.WireError):
         pass
     finally:
         close_writer(writer)
+
+
+async def send_within(server: SessionHost, writer: asyncio.StreamWriter, body: bytes) -> int:
+    """framing.send, giving up after the host's send timeout (asyncio.TimeoutError): a peer that stops reading
+    must not hold a handler (and what it buffered) forever."""
+    timeout = getattr(server.config, "send_timeout_seconds", DEFAULT_SEND_TIMEOUT_SECONDS)
+    return await asyncio.wait_for(framing.send(writer, body), timeout)

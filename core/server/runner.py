@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import AsyncContextManager, Callable
 
 from potluck.core.model.loading import ModelSpec, load_blocks, open_model, resolve_dtype
+from potluck.core.model.progress import reporting
 from potluck.core.server.block_selection import choose_blocks
 from potluck.core.server.memory import probe_free_bytes
 from potluck.core.server.rebalance import Rebalancer
@@ -40,6 +41,7 @@ class ServeOptions:
     rebalance_period_seconds: float = 120.0  # how often a server that chose its own range checks for a better one
     admit: Callable[[str], bool] | None = None  # who may call this server (a private swarm's member check)
     attach: Callable[[object], AsyncContextManager] | None = None  # (dht) -> services that run while serving
+    progress: object | None = None  # begin(start, block_bytes), on_download(step), on_block(index): e.g. a bar
 
 
 def choose_range(spec: ModelSpec, options: ServeOptions, dht) -> tuple[int, int]:
@@ -83,7 +85,7 @@ async def run_server(options: ServeOptions, on_ready: Callable[[BlockServer], No
     try:
         async with options.attach(dht) if options.attach is not None else contextlib.nullcontext():
             start, end = await asyncio.to_thread(choose_range, spec, options, dht)  # it runs its own event loop
-            stack = await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device, quant=options.quant)
+            stack = await _load(spec, start, end, dtype, options)
             server = await BlockServer.create(spec, stack, dht, options.server, admit=options.admit)
             start_policies(server, spec, options, dtype)
             on_ready(server)
@@ -93,6 +95,17 @@ async def run_server(options: ServeOptions, on_ready: Callable[[BlockServer], No
         if server is not None:
             await server.shutdown()
         dht.shutdown()
+
+
+async def _load(spec: ModelSpec, start: int, end: int, dtype, options: ServeOptions):
+    """load_blocks on a thread, telling `options.progress` (if any) about downloads and each block built."""
+    progress = options.progress
+    if progress is None:
+        return await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device, quant=options.quant)
+    progress.begin(start, [spec.block_bytes(dtype, i, options.quant) for i in range(start, end)])
+    with reporting(progress.on_download):
+        return await asyncio.to_thread(load_blocks, spec, start, end, dtype, options.device, quant=options.quant,
+                                       on_block=progress.on_block)
 
 
 def start_policies(server: BlockServer, spec: ModelSpec, options: ServeOptions, dtype) -> None:

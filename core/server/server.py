@@ -12,6 +12,7 @@ lose blocks to move. Nothing here starts work in a constructor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 from potluck.core import __version__
 from potluck.core.model.families import BlockStack
 from potluck.core.model.loading import ModelSpec, dtype_name
+from potluck.core.server.batching import StepBatcher, make_batchable
 from potluck.core.server.handlers import SessionHandler, serve_ping, serve_push
 from potluck.core.server.sessions import CacheBudget, ServerSession, SessionError
 from potluck.core.swarm import dht as swarm_dht
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 INLINE_COMPUTE_TOKEN_BLOCKS = 64  # steps smaller than this (tokens x blocks) run on the event loop: no thread hop
 REFUSE_DRAIN_SECONDS = 1.0  # how long a refused stream waits for its caller to finish sending
+STREAM_END_SECONDS = 2.0  # a stream of a peer no longer admitted is closed; its handler is cancelled if still running
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class ServerConfig:
     max_session_tokens: int = 4096  # the longest session one client may open
     session_idle_timeout_seconds: float = 300.0  # a session with no message for this long is closed
     push_timeout_seconds: float = 5.0  # giving up on the next server after this long
+    send_timeout_seconds: float = 20.0  # a peer that reads nothing we send for this long loses its stream
+    member_recheck_seconds: float = 1.0  # open streams of peers no longer admitted end within this (plus the
+    # member list's own refresh, core/swarm/secure.MemberCheck)
     announce_period_seconds: float = swarm_dht.DEFAULT_ANNOUNCE_PERIOD_SECONDS
     record_ttl_seconds: float = swarm_dht.DEFAULT_RECORD_TTL_SECONDS
     drain_timeout_seconds: float = 30.0  # the longest a drain waits for live sessions
@@ -52,6 +58,7 @@ class ServerConfig:
 class ServerStats:
     started_at: float = field(default_factory=time.time)
     tokens_served: int = 0
+    tokens_for_others: int = 0  # of tokens_served, in sessions another peer opened (not this PC's own chats)
     sessions_served: int = 0
     refused: int = 0  # messages or sessions refused
     bytes_up: int = 0
@@ -93,10 +100,13 @@ class BlockServer:
         self.range_changes: list[RangeChange] = []
         self._handlers: dict[str, SessionHandler] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._streams: dict[asyncio.Task, tuple[str, object]] = {}  # open stream -> (peer, writer): member re-check
         self._background: list[asyncio.Task] = []
         self._last_expiration = 0.0
         self._announced_blocks = (stack.start, stack.end)  # every block we ever announced (shed ones included)
         self._compute_lock = asyncio.Lock()
+        make_batchable(stack)  # decode steps of concurrent sessions share each linear layer's read of the weights
+        self.batcher = StepBatcher(open_sessions=lambda: len(self._handlers))
 
     @classmethod
     async def create(cls, spec: ModelSpec, stack: BlockStack, dht: hivemind.DHT, config: ServerConfig,
@@ -106,11 +116,13 @@ class BlockServer:
         self = cls(spec, stack, dht, p2p, config, admit)
         await self.announce()
         self.throughput_tokens_per_second = await asyncio.to_thread(measure_throughput, stack)
-        for protocol in (SESSION_PROTOCOL, PUSH_PROTOCOL, PING_PROTOCOL):
-            await p2p.add_binary_stream_handler(protocol, self.stream_handler(protocol))
+        with swarm_dht.private_umask():  # p2pd's handler sockets: no other local user may hand us streams
+            for protocol in (SESSION_PROTOCOL, PUSH_PROTOCOL, PING_PROTOCOL):
+                await p2p.add_binary_stream_handler(protocol, self.stream_handler(protocol))
         self.state = ServerState.ONLINE
         await self.announce()
         self.run_in_background(self._announce_forever())
+        self.run_in_background(self._recheck_members_forever())
         return self
 
     def run_in_background(self, coro) -> asyncio.Task:
@@ -135,14 +147,49 @@ class BlockServer:
                 return
             task = asyncio.current_task()
             self._tasks.add(task)
+            self._streams[task] = (peer_id, writer)
             try:
                 await handler(peer_id, reader, writer)
             except Exception:  # a handler bug must not take the server down
                 log.exception("handler for %s failed", peer_id[-8:])
             finally:
                 self._tasks.discard(task)
+                self._streams.pop(task, None)
 
         return guarded
+
+    def recheck_members(self) -> int:
+        """End every open stream (sessions, pushes, pings) of a peer that is no longer admitted, and drop pushes
+        to one; returns how many streams ended. The member list can change while streams stay open for hours."""
+        refused = {peer for peer, _ in list(self._streams.values()) if not self.admit(peer)}
+        for handler in list(self._handlers.values()):
+            if handler.peer_id in refused:
+                handler.end_now("you are no longer a member of this swarm", ErrorCode.NOT_A_MEMBER)
+            hop = handler.session.next_hop if handler.session is not None else None
+            if hop is not None and handler.push_writer is not None and not self.admit(hop.peer_id):
+                handler.drop_push()
+        ended = [(task, writer) for task, (peer, writer) in list(self._streams.items()) if peer in refused]
+        for task, writer in ended:
+            self._streams.pop(task, None)
+            writer.close()  # its reads fail at once and the handler ends as when a peer hangs up
+            asyncio.get_running_loop().call_later(STREAM_END_SECONDS, task.cancel)  # one stuck elsewhere
+        if ended:
+            log.warning("ended %d stream(s) of peers no longer in the swarm", len(ended))
+        return len(ended)
+
+    async def _recheck_members_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.member_recheck_seconds)
+            try:
+                self.recheck_members()
+            except Exception:  # a bug here must not stop the checks for good
+                log.exception("member re-check failed")
+
+    async def announced_addrs(self, peer_id: str, block: int) -> tuple[str, ...] | None:
+        """The addresses `peer_id` announces in its own record for `block`, or None if it announces none there (in a
+        private swarm only members' records are read). Pushes go only there, never where a client says."""
+        records = await swarm_dht.fetch_records(self.dht, self.spec.uid, [block])
+        return next((tuple(r.addrs) for r in records.get(block, ()) if r.peer_id == peer_id), None)
 
     async def _on_session(self, peer_id, reader, writer):
         await SessionHandler(self, peer_id, reader, writer).serve()
@@ -170,6 +217,8 @@ class BlockServer:
             raise SessionError(f"max_length must be between 1 and {self.config.max_session_tokens}")
         if request.session_id in self._handlers:
             raise SessionError(f"session {request.session_id} is already open")
+        if request.next is not None and not self.admit(request.next.peer_id):
+            raise SessionError("the next server named is not a member of this swarm")
         self.budget.reserve(request.session_id, request.max_length)
         session = ServerSession(
             request.session_id, client_peer, self.stack.subrange(request.start, request.end), request.max_length,
@@ -194,16 +243,23 @@ class BlockServer:
         return len(self._handlers)
 
     async def compute(self, session: ServerSession, position: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Run one step of a session. Single-token steps go through the batcher (core/server/batching.py): alone
+        they run right here, together they share the weights' reads. Longer steps (prefill chunks, speculative
+        checks) run beside them, the big ones on a worker thread one at a time, so they never freeze the others."""
+        run = functools.partial(session.run_step, position, hidden)
+        if hidden.shape[1] == 1:
+            return await self.batcher.run(run, (session.stack.start, session.stack.end))
         if hidden.shape[1] * (session.stack.end - session.stack.start) <= INLINE_COMPUTE_TOKEN_BLOCKS:
-            return session.run_step(position, hidden)
+            return run()
         async with self._compute_lock:  # one big chunk at a time: they share the same cores
-            return await asyncio.to_thread(session.run_step, position, hidden)
+            return await asyncio.to_thread(run)
 
     # ---- the hosted range ----------------------------------------------------------------------------------------
     async def change_range(self, stack: BlockStack, reason: DrainReason = DrainReason.MOVING) -> None:
         """Host `stack` from now on: announce it (new routes follow at once), then ask every session that used
         blocks outside it to move, for `reason`. Sessions keep their own views of the old blocks until they leave."""
         old = (self.stack.start, self.stack.end)
+        make_batchable(stack)
         self.stack = stack
         await self.announce()
         words = f"this server now hosts blocks {stack.start}:{stack.end}"
@@ -284,6 +340,7 @@ class BlockServer:
                 pass
         for task in list(self._tasks):
             task.cancel()
+        self.batcher.shutdown()
         self.stack = None  # whatever still points at this server must not keep the weights alive
 
 
@@ -291,7 +348,8 @@ async def _refuse(reader, writer, message: str) -> None:
     """Answer and close. What the caller already sent is read (bounded) first: closing with unread bytes made
     p2pd reset the stream, and 16 of 200 refusals never reached the caller."""
     try:
-        await framing.send(writer, control.encode(control.ErrorReply(message, ErrorCode.NOT_A_MEMBER)))
+        body = control.encode(control.ErrorReply(message, ErrorCode.NOT_A_MEMBER))
+        await asyncio.wait_for(framing.send(writer, body), REFUSE_DRAIN_SECONDS)
         await asyncio.wait_for(_discard(reader, 1 << 20), REFUSE_DRAIN_SECONDS)
     except (ConnectionError, RuntimeError, asyncio.TimeoutError):
         pass

@@ -8,7 +8,14 @@ Access tokens. Every DHT request and response carries hivemind's AccessToken, si
     signature       = HMAC-SHA256(key derived from the swarm secret, swarm id | username | public key | expiry)
 A token is valid only if the HMAC is right (the sender knows the swarm secret), it has not expired and does not
 claim more than one lifetime ahead, the peer id is the hash of the public key (no one can borrow a member's
-identity without its private key), and that peer id is an active member in the list this node has.
+identity without its private key), and that peer id is an active member in the list this node has. A request is
+also bound to its connection: the token's peer id must be the authenticated peer id of the connection it came
+over, so a member's signed request replayed to another node by whoever received it is refused
+("wrong_connection"). hivemind hands the authorizer the request only; the connection's P2PContext is read from
+hivemind's own RPC wrapper that calls it (hivemind 1.1.12, pinned; when it cannot be found, the request is refused).
+
+Secret rotation (core/swarm/rotation.py). `set_secret` switches a running authorizer to a new secret; tokens made
+with the previous one are still accepted for `grace_seconds` (one membership period), then refused.
 
 Revocation. A revoked member still knows the swarm secret, so the secret alone is not enough: every node checks
 each request's and response's token against its own member list. Once a node's list marks a peer revoked (the
@@ -27,12 +34,13 @@ import functools
 import hashlib
 import hmac
 import logging
+import sys
 import time
 from collections import Counter
 from typing import Any, Callable, Sequence, Union
 
 from hivemind.dht.crypto import RSASignatureValidator
-from hivemind.p2p import PeerID
+from hivemind.p2p import P2PContext, PeerID
 from hivemind.proto import crypto_pb2
 from hivemind.proto.auth_pb2 import AccessToken
 from hivemind.utils.auth import TokenAuthorizerBase
@@ -87,6 +95,7 @@ class SwarmAuthorizer(TokenAuthorizerBase):
         self.identity = identity  # the libp2p identity key: signs requests here and DHT records (swarm_dht_kwargs)
         self._swarm_id, self._secret = swarm_id, swarm_secret
         self._key = ms.subkey(swarm_secret, "dht-token")
+        self._old_keys: list[tuple[bytes, float]] = []  # (key of a previous secret, monotonic time it ends)
         self._lifetime = float(token_lifetime_seconds)
         self._refresh = float(membership_refresh_seconds)
         self.local_peer_id = peer_id_of(self.local_public_key)
@@ -103,6 +112,27 @@ class SwarmAuthorizer(TokenAuthorizerBase):
         make = functools.partial(SwarmAuthorizer, token_lifetime_seconds=self._lifetime,
                                  membership_refresh_seconds=self._refresh)
         return make, (self._swarm_id, self._secret, self.identity, self._source)
+
+    def set_secret(self, secret: bytes, grace_seconds: float = 0.0) -> None:
+        """Sign and check tokens with `secret` from now on; the previous secret's tokens still pass for
+        `grace_seconds`."""
+        now = time.monotonic()
+        self._old_keys = [(k, end) for k, end in self._old_keys if end > now]
+        if grace_seconds > 0:
+            self._old_keys.append((self._key, now + grace_seconds))
+        self._secret, self._key = secret, ms.subkey(secret, "dht-token")
+        self._local_access_token = None  # the next request carries a token made with the new secret
+
+    async def validate_request(self, request) -> bool:
+        """hivemind's checks (token, request signature, time, nonce), and that the token names the peer this
+        request came from (see the module doc)."""
+        remote = _calling_peer_id()
+        if not await super().validate_request(request):
+            return False
+        if remote is None or remote != request.auth.client_access_token.username:
+            self.stats["wrong_connection"] += 1
+            return False
+        return True
 
     def set_membership(self, membership: Membership | None) -> None:
         """Use this list from now on (instead of the source given at construction)."""
@@ -138,7 +168,8 @@ class SwarmAuthorizer(TokenAuthorizerBase):
     def refusal_reason(self, token: AccessToken, now: float | None = None) -> str | None:
         """None if `token` admits its sender, else a short reason ("bad_signature", "expired", ...)."""
         now = time.time() if now is None else now
-        if not hmac.compare_digest(self._mac(token), bytes(token.signature)):
+        keys = [self._key] + [k for k, end in self._old_keys if end > time.monotonic()]
+        if not any(hmac.compare_digest(self._mac(token, key), bytes(token.signature)) for key in keys):
             return "bad_signature"
         try:
             expires = float(token.expiration_time)
@@ -164,10 +195,10 @@ class SwarmAuthorizer(TokenAuthorizerBase):
         except ValueError:
             return True
 
-    def _mac(self, token: AccessToken) -> bytes:
+    def _mac(self, token: AccessToken, key: bytes | None = None) -> bytes:
         message = b"\n".join([self._swarm_id.encode(), token.username.encode(), bytes(token.public_key),
                               token.expiration_time.encode()])
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        return hmac.new(key or self._key, message, hashlib.sha256).digest()
 
     def _peer_id_of_key(self, public_key: bytes) -> str | None:
         if public_key not in self._peer_ids:
@@ -179,6 +210,21 @@ class SwarmAuthorizer(TokenAuthorizerBase):
                 self._peer_ids.clear()
             self._peer_ids[public_key] = peer_id
         return self._peer_ids[public_key]
+
+
+def _calling_peer_id(max_frames: int = 6) -> str | None:
+    """The authenticated remote peer id of the DHT request being validated, or None. hivemind's AuthRPCWrapper
+    calls `validate_request(request)` from the handler it registered, whose arguments are (request, P2PContext):
+    the context is found in that caller's frame."""
+    frame = sys._getframe(2)  # 0: here, 1: validate_request, 2: its caller
+    for _ in range(max_frames):
+        if frame is None:
+            return None
+        args = frame.f_locals.get("args")
+        if isinstance(args, tuple) and args and isinstance(args[0], P2PContext) and args[0].remote_id is not None:
+            return args[0].remote_id.to_base58()
+        frame = frame.f_back
+    return None
 
 
 class StoreMembership:
@@ -239,6 +285,16 @@ def owner_peer_id(key_or_subkey: bytes) -> str | None:
         return peer_id_of(RSAPublicKey.from_bytes(found[0]))
     except Exception:
         return None
+
+
+async def _install_secret(secret: bytes, grace_seconds: float, dht, node) -> None:
+    node.protocol.authorizer.set_secret(secret, grace_seconds)
+
+
+def install_secret(dht, secret: bytes, grace_seconds: float, wait: bool = False):
+    """Switch a running DHT's authorizer to `secret` (old tokens pass for `grace_seconds`). With `wait=False`,
+    returns the future at once (keep a reference to it until it is done)."""
+    return dht.run_coroutine(functools.partial(_install_secret, secret, grace_seconds), return_future=not wait)
 
 
 async def _install_membership(wire: dict, dht, node) -> int:

@@ -13,9 +13,11 @@ peer is an active member in the reader's own member list. Without a swarm the su
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -110,8 +112,35 @@ async def rejoin(dht: hivemind.DHT, initial_peers: Sequence[str]) -> int:
     return await dht.run_coroutine(_rejoin(initial_peers), return_future=True)
 
 
+_umask_lock = threading.Lock()
+_umask_saved = {"depth": 0, "umask": 0o022}  # nested and concurrent blocks: the first sets, the last restores
+
+
+@contextlib.contextmanager
+def private_umask():
+    """Create files and sockets readable by this user only while the block runs (umask 077; the process's umask
+    is restored after). p2pd's control socket and hivemind's handler sockets live in /tmp and follow the umask:
+    under umask 000 another local user could connect to them, drive the node's identity and hand it streams with
+    made-up peer ids. A child forked inside the block keeps the umask for good."""
+    if os.name != "posix":
+        yield
+        return
+    with _umask_lock:
+        if _umask_saved["depth"] == 0:
+            _umask_saved["umask"] = os.umask(0o077)
+        _umask_saved["depth"] += 1
+    try:
+        yield
+    finally:
+        with _umask_lock:
+            _umask_saved["depth"] -= 1
+            if _umask_saved["depth"] == 0:
+                os.umask(_umask_saved["umask"])
+
+
 def start_dht(options: DHTOptions) -> hivemind.DHT:
-    """Start a DHT node (a child process with its own p2pd). Raises RuntimeError with the reason on failure."""
+    """Start a DHT node (a child process with its own p2pd, both under umask 077: see `private_umask`). Raises
+    RuntimeError with the reason on failure."""
     host_maddr = f"/ip4/{options.host}/tcp/{options.port}"
     kwargs = dict(options.extra)
     # A friends' swarm needs none of these, and each sends traffic beyond the swarm's own addresses
@@ -122,14 +151,15 @@ def start_dht(options: DHTOptions) -> hivemind.DHT:
     if (options.announce_host or options.announce_port) and announce_port:
         kwargs.setdefault("announce_maddrs", [f"/ip4/{options.announce_host or options.host}/tcp/{announce_port}"])
     try:
-        dht = hivemind.DHT(
-            initial_peers=list(options.initial_peers) or None,
-            start=True,
-            client_mode=options.client_mode,
-            host_maddrs=[host_maddr],
-            identity_path=options.identity_path,
-            **kwargs,
-        )
+        with private_umask():
+            dht = hivemind.DHT(
+                initial_peers=list(options.initial_peers) or None,
+                start=True,
+                client_mode=options.client_mode,
+                host_maddrs=[host_maddr],
+                identity_path=options.identity_path,
+                **kwargs,
+            )
     except Exception as e:  # hivemind raises bare P2PDaemonError/RuntimeError/ValueError here
         raise RuntimeError(f"could not join the swarm at {', '.join(options.initial_peers) or host_maddr}: {e}") from e
     if os.name == "posix":

@@ -1,11 +1,13 @@
 """The use cases of a private swarm, written once: create one, join one with an invite, take part as a member
 (listen host, port, peers, DHT, services), and tell the swarm about a change when no node runs here.
 
-Both the command line (core/cli/swarm.py, core/cli/serving.py) and the app's node (core/node/private.py) call
-these; they raise domain errors (subclasses of core.errors.PotluckError) with plain-words messages and print
-nothing. Where to listen: the address given, else POTLUCK_HOST, else this PC's Tailscale address; with no
-tailnet, a caller that allows it falls back to 127.0.0.1 (this PC only), the others get an error saying how to
-fix it. A member keeps the port it used last time, so the addresses other members remember stay good.
+So are making an invite (never one naming only 127.0.0.1 unless asked), revoking a member and leaving. Both
+the command line (core/cli/swarm.py, core/cli/serving.py) and the app's node (core/node/) call these; they raise
+domain errors (subclasses of core.errors.PotluckError) with plain-words messages and print nothing.
+
+Where to listen: the address given, else POTLUCK_HOST, else this PC's Tailscale address; with no tailnet, a caller
+that allows it falls back to 127.0.0.1 (this PC only), the others get an error saying how to fix it. A member
+keeps the port it used last time, so the addresses other members remember stay good.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from potluck.core import paths
 from potluck.core.errors import PotluckError
+from potluck.core.swarm import membership as ms
 from potluck.core.swarm import reachability, secure, tailscale
 from potluck.core.swarm.invite import Invite, decode_invite
 from potluck.core.swarm.join import request_join
@@ -124,7 +127,7 @@ def create_swarm(name: str, model: str, revision: str = "", *, member_name: str 
     peer_id = secure.create_identity(pending)
     try:
         with secure.store_lock(store):
-            info, location = store.create_swarm(name, model, revision, creator_peer_id=peer_id,
+            info, location = store.create_swarm(name, model, revision, creator=secure.load_signer(pending),
                                                 creator_name=(member_name or socket.gethostname())[:64], quant=quant)
         pending.replace(secure.identity_path(info.swarm_id))
     finally:
@@ -162,7 +165,8 @@ def join_swarm(code: str, host: str, name: str, *, port: int = 0, store: SwarmSt
     log.info("joining %r (%s) as %r", invite.swarm_name, invite.model_id, name)
     welcome, membership = asyncio.run(request_join(invite, path, host, name[:64], port=port))
     with secure.store_lock(store):
-        info, location = store.add_joined_swarm(invite, welcome.secret, membership=membership)
+        info, location = store.add_joined_swarm(invite, welcome.secret, membership=membership, epoch=welcome.epoch,
+                                                proof=welcome.proof)
         store.set_bootstrap(info.swarm_id, tuple(dict.fromkeys(welcome.bootstrap + invite.bootstrap))[:MAX_BOOTSTRAP])
     return JoinedSwarm(store.get(info.swarm_id), len(membership.active), location)
 
@@ -243,3 +247,106 @@ def tell_swarm(swarm_id: str, *, host: str | None = None, store: SwarmStore | No
         return bool(asyncio.run(sync.publish()))
     finally:
         dht.shutdown()
+
+
+# ---- invites, revocation, leaving ---------------------------------------------------------------------------------
+def _maddr_host(maddr: str) -> str:
+    return maddr.split("/")[2] if maddr.count("/") >= 3 else ""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def invite_addresses(maddrs: list[str], *, this_pc_only: bool = False) -> tuple[str, ...]:
+    """The addresses worth putting in a code: tailnet ones, else other non-loopback ones. A code that names only
+    127.0.0.1 works on this PC alone, so it is made only when the owner chose that (`this_pc_only`); otherwise
+    LifecycleError says what is missing (Tailscale's state, in words) and how to fix it."""
+    tailnet = [m for m in maddrs if tailscale.is_tailnet_ipv4(_maddr_host(m))]
+    other = [m for m in maddrs if not _is_loopback(_maddr_host(m)) and _maddr_host(m) != "0.0.0.0"]
+    chosen = tailnet or other
+    if chosen:
+        return tuple(chosen[:MAX_BOOTSTRAP])
+    if not maddrs:
+        raise LifecycleError("This PC's node has no address yet: wait until it is running, then try again.")
+    if not this_pc_only:
+        advice = tailscale.tailscale_advice(tailscale.tailscale_state()) or \
+            "Tailscale runs here now: restart Potluck so that it listens on this PC's tailnet address."
+        raise LifecycleError(f"Friends cannot reach this PC: it listens on {LOOPBACK} only, so a code would work on "
+                             f"this PC alone. {advice}")
+    return tuple(m for m in maddrs if _is_loopback(_maddr_host(m)))[:MAX_BOOTSTRAP]
+
+
+def make_invite(swarm_id: str, maddrs: list[str], *, expires_in_seconds: float, max_uses: int | None,
+                this_pc_only: bool = False, store: SwarmStore | None = None) -> Invite:
+    """A new code for this PC's running node of `swarm_id` (its addresses `maddrs`), remembered in the store."""
+    store = store or SwarmStore()
+    bootstrap = invite_addresses(maddrs, this_pc_only=this_pc_only)
+    own = own_peer_id(swarm_id)
+    with secure.store_lock(store):
+        current = store.membership(swarm_id)
+        refusal = ms.may_invite(current, own) if current is not None else "this PC has no member list yet"
+        if refusal:
+            raise LifecycleError(f"This PC cannot make invite codes: {refusal}.")
+        return store.create_invite(swarm_id, bootstrap, expires_in_seconds=expires_in_seconds, max_uses=max_uses,
+                                   created_by=own)
+
+
+def own_peer_id(swarm_id: str) -> str:
+    """This PC's peer id in `swarm_id` ('' when it has no identity there)."""
+    path = secure.identity_path(swarm_id)
+    return secure.peer_id_of_identity(path) if path.exists() else ""
+
+
+def revoke_member(swarm_id: str, query: str, *, store: SwarmStore | None = None,
+                  now: float | None = None) -> ms.Member:
+    """Revoke the member `query` names (name, peer id or a unique start of one) in the stored list; the running
+    node's sync tells the others. Returns who was revoked. Raises LifecycleError or MembershipError saying why not."""
+    store = store or SwarmStore()
+    me = secure.load_signer(secure.identity_path(swarm_id))
+    with secure.store_lock(store):
+        current = store.membership(swarm_id)
+        if current is None:
+            raise LifecycleError("this PC has no member list for that swarm yet")
+        target = ms.find_member(current, query)
+        if target.peer_id == me.peer_id:
+            raise LifecycleError("that is this PC: to leave the swarm, use Leave instead")
+        refusal = ms.may_revoke(current, me.peer_id, target.peer_id)
+        if refusal:
+            raise LifecycleError(f"This PC cannot revoke {target.name or target.peer_id}: {refusal}.")
+        store.save_membership(swarm_id, ms.revoke_member(current, target.peer_id, me,
+                                                         time.time() if now is None else now))
+        store.cancel_invites_of(swarm_id, [target.peer_id], [target.invite_id] if target.invite_id else [])
+    return target
+
+
+def mark_leaving(swarm_id: str, *, store: SwarmStore | None = None) -> bool:
+    """Record in the stored list that this PC leaves (its own entry revoked), so that the running node's sync can
+    tell the others before the swarm is forgotten. False when the list does not allow it."""
+    store = store or SwarmStore()
+    own = own_peer_id(swarm_id)
+    with secure.store_lock(store):
+        current = store.membership(swarm_id)
+        if not own or current is None or not ms.is_active_member(current, own):
+            return False
+        try:
+            me = secure.load_signer(secure.identity_path(swarm_id))
+            store.save_membership(swarm_id, ms.revoke_member(current, own, me, time.time()))
+        except ms.MembershipError as e:
+            log.info("could not mark this PC as leaving: %s", e)
+            return False
+    return True
+
+
+def forget_swarm(swarm_id: str, *, store: SwarmStore | None = None) -> None:
+    """Forget a swarm on this PC: its entry, its secret and this PC's identity in it (no node of it may run)."""
+    store = store or SwarmStore()
+    if secure.running_node(swarm_id) and secure.running_node(swarm_id)["pid"] != os.getpid():
+        raise LifecycleError("a node of that swarm still runs on this PC: stop it first")
+    with secure.store_lock(store):
+        store.remove_swarm(swarm_id)
+    secure.identity_path(swarm_id).unlink(missing_ok=True)
+    _port_file(swarm_id).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ member check every data handler uses.
 
 Each swarm gets its own libp2p identity (an RSA key, `<data dir>/identities/<swarm id>.key`), so a PC's peer id
 in one swarm tells nothing about its other swarms, and a revoked identity is simply replaced when its owner is
-invited again. The member list lives in the swarm store (core/swarm/store.py); everything that reads it here
+invited again. The same key signs this PC's statements in the member list (`SwarmNode.signer`). The member list lives in the swarm store (core/swarm/store.py); everything that reads it here
 re-reads it every `refresh_seconds`, which is how `potluck revoke` (another process) reaches a running node.
 Processes that change the store hold `store_lock` around their read-modify-write.
 """
@@ -15,6 +15,7 @@ Processes that change the store hold `store_lock` around their read-modify-write
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -24,7 +25,7 @@ from typing import Iterator
 
 from potluck.core import paths
 from potluck.core.swarm import membership as ms
-from potluck.core.swarm.codec import b58encode, read_varint, varint
+from potluck.core.swarm.signing import Signer, SigningError, key_proto
 from potluck.core.swarm.store import StoreError, SwarmInfo, SwarmStore
 
 DEFAULT_REFRESH_SECONDS = 2.0  # how often a running node re-reads the member list from the store
@@ -65,51 +66,22 @@ def create_identity(path: Path) -> str:
     path.unlink(missing_ok=True)  # identities are read-only (0400)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(_key_proto(der))  # libp2p crypto.proto PrivateKey {Type: RSA, Data: PKCS#1 DER}
+        f.write(key_proto(der))  # libp2p crypto.proto PrivateKey {Type: RSA, Data: PKCS#1 DER}
     os.chmod(path, 0o400)
-    return _peer_id(key.public_key())
+    return Signer(key).peer_id
 
 
 def peer_id_of_identity(path: Path) -> str:
     """The base58 peer id of a libp2p RSA identity file (what p2pd derives from it)."""
-    from cryptography.hazmat.primitives import serialization
+    return load_signer(path).peer_id
 
-    data = Path(path).read_bytes()
-    fields, i = {}, 0
+
+def load_signer(path: Path) -> Signer:
+    """The key of a libp2p RSA identity file, to sign member-list statements with. Raises SwarmAccessError."""
     try:
-        while i < len(data):
-            tag, i = read_varint(data, i)
-            if tag & 7 == 0:
-                fields[tag >> 3], i = read_varint(data, i)
-            elif tag & 7 == 2:
-                n, i = read_varint(data, i)
-                fields[tag >> 3], i = data[i : i + n], i + n
-            else:
-                raise ValueError(f"unexpected wire type {tag & 7}")
-        if fields.get(1, 0) != 0 or not isinstance(fields.get(2), bytes):  # key type 0 = RSA
-            raise ValueError("not an RSA identity")
-        key = serialization.load_der_private_key(fields[2], password=None)
-    except (ValueError, IndexError, TypeError) as e:
+        return Signer.from_identity(path)
+    except (SigningError, OSError) as e:
         raise SwarmAccessError(f"{path} is not a usable identity ({e}); join the swarm again") from None
-    return _peer_id(key.public_key())
-
-
-def _peer_id(public_key) -> str:
-    import hashlib
-
-    from cryptography.hazmat.primitives import serialization
-
-    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    digest = hashlib.sha256(_key_proto(spki)).digest()  # libp2p PublicKey {Type: RSA, Data: SPKI DER}
-    return b58encode(b"\x12\x20" + digest)  # the sha2-256 multihash, in base58
-
-
-
-
-def _key_proto(der: bytes) -> bytes:
-    return b"\x08\x00\x12" + varint(len(der)) + der
-
-
 
 
 # ---- locks between processes --------------------------------------------------------------------------------------
@@ -219,7 +191,6 @@ class SwarmNode:
     """Everything a process needs to take part in a stored swarm as this PC's member identity."""
 
     info: SwarmInfo
-    secret: bytes = field(repr=False)
     identity_path: Path
     peer_id: str
     store: SwarmStore = field(repr=False)
@@ -229,6 +200,15 @@ class SwarmNode:
     def swarm_id(self) -> str:
         return self.info.swarm_id
 
+    @functools.cached_property
+    def signer(self) -> Signer:
+        """This PC's identity key: what its member-list statements are signed with."""
+        return load_signer(self.identity_path)
+
+    def secret(self) -> bytes:
+        """The swarm's current secret (it changes when the owner rotates it: read it again each time)."""
+        return self.store.secret(self.swarm_id)
+
     def membership(self) -> ms.Membership | None:
         return self.store.membership(self.swarm_id)
 
@@ -236,7 +216,7 @@ class SwarmNode:
         from potluck.core.swarm.admission import StoreMembership, SwarmAuthorizer, load_identity
 
         source = StoreMembership(self.swarm_id, str(self.store.path))
-        return SwarmAuthorizer(self.swarm_id, self.secret, load_identity(str(self.identity_path)), source,
+        return SwarmAuthorizer(self.swarm_id, self.secret(), load_identity(str(self.identity_path)), source,
                                membership_refresh_seconds=self.refresh_seconds)
 
     def dht_extra(self, authorizer=None) -> dict:
@@ -280,11 +260,27 @@ def open_swarm(swarm: str, store: SwarmStore | None = None, *, identity: Path | 
     if not path.exists():
         raise SwarmAccessError(f"this PC has no identity for swarm {info.name!r} ({path} is missing); "
                                "ask a member for a new invite code and join again")
-    peer_id = peer_id_of_identity(path)
-    membership = store.membership(info.swarm_id)
+    signer = load_signer(path)
+    peer_id = signer.peer_id
+    membership = upgraded_membership(store, info.swarm_id, signer)
     member = membership.get(peer_id) if membership is not None else None
     if member is None:
         raise SwarmAccessError(f"this PC ({peer_id}) is not on the member list of swarm {info.name!r}")
     if member.revoked:
         raise SwarmAccessError(f"this PC was removed from swarm {info.name!r}; ask a member for a new invite code")
-    return SwarmNode(info, store.secret(info.swarm_id), path, peer_id, store, refresh_seconds)
+    store.secret(info.swarm_id)  # fails now, with the reason, if the secret is gone
+    return SwarmNode(info, path, peer_id, store, refresh_seconds)
+
+
+def upgraded_membership(store: SwarmStore, swarm_id: str, me: Signer) -> ms.Membership | None:
+    """The stored list, made current for this PC: a format-1 list re-signed when this PC is the owner, and this
+    PC's own key added to its entry when the list lacks it (so that others can check what it signs)."""
+    with store_lock(store):
+        current = store.membership(swarm_id)
+        if current is None:
+            return None
+        if current.legacy and current.owner == me.peer_id:
+            current = store.save_membership(swarm_id, ms.migrate(current, me))
+        if not current.legacy and ms.learn_key(current, me.peer_id, me.public_key) is not current:
+            current = store.save_membership(swarm_id, ms.learn_key(current, me.peer_id, me.public_key))
+        return current

@@ -1,9 +1,11 @@
 """The swarms this PC knows, kept in `<config dir>/swarms.json` (written atomically; no secrets in it).
 
 For each swarm: name, model, when and whether it was created here, peers to rejoin through, the invites made
-here (only a SHA-256 of each join credential, plus expiry and uses left) and the signed member list. The swarm
-secret goes to core.secrets (keyring or private file). Invites are enforced here, on the inviter's PC:
-`redeem` checks the credential, the expiry and the uses left, and consumes one use.
+here (only a SHA-256 of each join credential, plus expiry, uses left, who made it and who used it), the member
+list (its statements carry their own signatures, core/swarm/membership.py) and which secret is current (its
+epoch and the owner's signature over it, core/swarm/rotation.py). The swarm secret itself goes to core.secrets
+(keyring or private file). Invites are enforced here, on the inviter's PC: `redeem` checks the credential, the
+expiry and the uses left, and consumes one use; `cancel_invites_of` cancels those a revoked member made or used.
 
 One process should write the store (the node or the CLI); writes within a process are serialised.
 """
@@ -28,6 +30,7 @@ from potluck.core import secrets as swarm_secrets
 from potluck.core.errors import PotluckError
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.invite import CREDENTIAL_BYTES, PRECISIONS, SWARM_ID_BYTES, Invite, format_utc
+from potluck.core.swarm.signing import Signer
 
 STORE_FORMAT = 1
 SECRET_BYTES = 32
@@ -57,6 +60,8 @@ class InviteRecord:
     max_uses: int | None  # None = any number of joins until it expires
     uses_left: int | None  # None when max_uses is None
     cancelled: bool = False
+    created_by: str = ""  # peer id of this PC's member when it was made
+    redeemed_by: tuple[str, ...] = ()  # peer ids of the members who joined with it
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,10 @@ class SwarmInfo:
     invites: tuple[InviteRecord, ...] = ()
     membership: dict[str, Any] | None = None  # signed list as stored; read it with SwarmStore.membership()
     quant: str = "none"  # the swarm's weight precision (none, int8, int4): every member serves at it
+    secret_epoch: int = 0  # which secret is current: +1 at each rotation
+    secret_proof: str = ""  # the owner's signature over (swarm id, epoch, SHA-256 of the secret); "" at epoch 0
+    secret_since: float = 0.0  # unix seconds: when the current secret was made
+    secret_covers: int = 0  # revoked members when the current secret was made (the owner rotates when it grows)
 
 
 class SwarmStore:
@@ -99,10 +108,11 @@ class SwarmStore:
             raise StoreError(f"several swarms are called {swarm!r}; use the id: {ids}")
         raise SwarmNotFound(f"this PC knows no swarm {swarm!r}; `potluck swarms` lists them")
 
-    def create_swarm(self, name: str, model_id: str, revision: str, *, creator_peer_id: str | None = None,
+    def create_swarm(self, name: str, model_id: str, revision: str, *, creator: Signer | None = None,
                      creator_name: str = "", now: float | None = None, quant: str = "none"
                      ) -> tuple[SwarmInfo, swarm_secrets.SecretLocation]:
-        """A new swarm with a random id and secret. With `creator_peer_id`, its member list starts with it."""
+        """A new swarm with a random id and secret. With `creator` (its identity's key), its member list starts
+        with it, as the swarm's owner."""
         now = time.time() if now is None else now
         if quant not in PRECISIONS:
             raise StoreError(f"a swarm's precision is one of {', '.join(PRECISIONS)}, not {quant!r}")
@@ -114,9 +124,10 @@ class SwarmStore:
         swarm_id, secret = std_secrets.token_hex(SWARM_ID_BYTES), std_secrets.token_bytes(SECRET_BYTES)
         location = self._secrets.store_secret(swarm_id, secret)
         signed = None
-        if creator_peer_id is not None:
-            signed = ms.sign_membership(ms.new_membership(swarm_id, creator_peer_id, creator_name, now), secret)
-        info = SwarmInfo(swarm_id, name, model_id.strip(), revision.strip(), now, True, membership=signed, quant=quant)
+        if creator is not None:
+            signed = ms.to_wire(ms.new_membership(swarm_id, creator, creator_name[:64], now))
+        info = SwarmInfo(swarm_id, name, model_id.strip(), revision.strip(), now, True, membership=signed, quant=quant,
+                         secret_since=now)
         with self._lock:
             swarms = self._read()
             swarms[swarm_id] = info
@@ -124,18 +135,22 @@ class SwarmStore:
         return info, location
 
     def add_joined_swarm(self, invite: Invite, secret: bytes, *, membership: ms.Membership | None = None,
-                         now: float | None = None) -> tuple[SwarmInfo, swarm_secrets.SecretLocation]:
-        """Remember a swarm joined with `invite`, once the inviter handed over the secret (and member list)."""
+                         epoch: int = 0, proof: str = "", now: float | None = None
+                         ) -> tuple[SwarmInfo, swarm_secrets.SecretLocation]:
+        """Remember a swarm joined with `invite`, once the inviter handed over the secret (its epoch and the
+        owner's proof) and the member list."""
         now = time.time() if now is None else now
         location = self._secrets.store_secret(invite.swarm_id, secret)
-        signed = ms.sign_membership(membership, secret) if membership is not None else None
+        signed = ms.to_wire(membership) if membership is not None else None
         info = SwarmInfo(invite.swarm_id, invite.swarm_name, invite.model_id, invite.model_revision, now, False,
-                         invite.bootstrap, membership=signed, quant=invite.quant)
+                         invite.bootstrap, membership=signed, quant=invite.quant, secret_epoch=epoch,
+                         secret_proof=proof, secret_since=now)
         with self._lock:
             swarms = self._read()
             if invite.swarm_id in swarms:
                 info = replace(swarms[invite.swarm_id], bootstrap=invite.bootstrap,
-                               membership=signed or swarms[invite.swarm_id].membership)
+                               membership=signed or swarms[invite.swarm_id].membership, secret_epoch=epoch,
+                               secret_proof=proof, secret_since=now)
             swarms[invite.swarm_id] = info
             self._write(swarms)
         return info, location
@@ -153,12 +168,25 @@ class SwarmStore:
     def secret(self, swarm_id: str) -> bytes:
         return self._secrets.load_secret(swarm_id)[0]
 
+    def set_secret(self, swarm_id: str, secret: bytes, epoch: int, proof: str, *, covers: int = 0,
+                   now: float | None = None) -> None:
+        """Make `secret` current at `epoch` (a rotation, or one handed over by a member). Refuses an older epoch."""
+        now = time.time() if now is None else now
+        with self._lock:
+            if epoch <= self.get(swarm_id).secret_epoch:
+                raise StoreError(f"secret epoch {epoch} is not newer than the current one")
+            self._secrets.store_secret(swarm_id, secret)
+            self._update(swarm_id, lambda s: replace(s, secret_epoch=epoch, secret_proof=proof, secret_since=now,
+                                                     secret_covers=covers))
+
     def set_bootstrap(self, swarm_id: str, multiaddrs: tuple[str, ...]) -> None:
         self._update(swarm_id, lambda s: replace(s, bootstrap=tuple(multiaddrs)))
 
     def create_invite(self, swarm_id: str, bootstrap: tuple[str, ...], *, expires_in_seconds: float =
-                      DEFAULT_INVITE_SECONDS, max_uses: int | None = 1, now: float | None = None) -> Invite:
-        """A new code for `swarm_id` joining through `bootstrap`; its credential's hash is remembered here."""
+                      DEFAULT_INVITE_SECONDS, max_uses: int | None = 1, now: float | None = None,
+                      created_by: str = "") -> Invite:
+        """A new code for `swarm_id` joining through `bootstrap`, made by the member `created_by` (this PC's);
+        its credential's hash is remembered here."""
         now = time.time() if now is None else now
         if not 60 <= expires_in_seconds <= MAX_INVITE_SECONDS:
             raise StoreError("an invite must expire between 1 minute and 365 days from now")
@@ -167,7 +195,7 @@ class SwarmStore:
         invite = Invite(info.name, info.swarm_id, info.model_id, info.model_revision, tuple(bootstrap), credential,
                         int(now + expires_in_seconds), max_uses, info.quant)
         record = InviteRecord(invite.invite_id, hashlib.sha256(credential).hexdigest(), now, invite.expires_at,
-                              max_uses, max_uses)
+                              max_uses, max_uses, created_by=created_by)
         self._update(info.swarm_id, lambda s: replace(s, invites=_pruned(s.invites, now) + (record,)))
         return invite
 
@@ -176,8 +204,24 @@ class SwarmStore:
         self._update(info.swarm_id, lambda s: replace(
             s, invites=tuple(replace(r, cancelled=True) if r.invite_id == invite_id else r for r in s.invites)))
 
-    def redeem(self, invite_id: str, credential: bytes, *, now: float | None = None) -> tuple[SwarmInfo, InviteRecord]:
-        """Consume one use of an invite made here. Raises RedeemError with a message for the joiner."""
+    def cancel_invites_of(self, swarm_id: str, peer_ids, invite_ids=()) -> int:
+        """Cancel the invites made by or used by any of `peer_ids` (revoked members), and those in `invite_ids`;
+        returns how many were cancelled now."""
+        peers, ids = set(peer_ids), set(invite_ids)
+
+        def hit(r: InviteRecord) -> bool:
+            return not r.cancelled and (r.created_by in peers or bool(peers & set(r.redeemed_by)) or r.invite_id in ids)
+
+        with self._lock:
+            count = sum(map(hit, self.get(swarm_id).invites))
+            if count:
+                self._update(swarm_id, lambda s: replace(
+                    s, invites=tuple(replace(r, cancelled=True) if hit(r) else r for r in s.invites)))
+            return count
+
+    def redeem(self, invite_id: str, credential: bytes, *, now: float | None = None, peer_id: str = ""
+               ) -> tuple[SwarmInfo, InviteRecord]:
+        """Consume one use of an invite made here, by `peer_id`. Raises RedeemError with a message for the joiner."""
         now = time.time() if now is None else now
         with self._lock:
             try:
@@ -194,25 +238,32 @@ class SwarmStore:
             if record.uses_left is not None and record.uses_left <= 0:
                 raise RedeemError(f"This code has already been used ({record.max_uses} of {record.max_uses} joins): "
                                   "ask your friend for a new one")
-            used = replace(record, uses_left=None if record.uses_left is None else record.uses_left - 1)
+            used = replace(record, uses_left=None if record.uses_left is None else record.uses_left - 1,
+                           redeemed_by=(record.redeemed_by + (peer_id,))[-64:] if peer_id else record.redeemed_by)
             self._update(info.swarm_id, lambda s: replace(
                 s, invites=tuple(used if r.invite_id == invite_id else r for r in s.invites)))
             return self.get(info.swarm_id), used
 
     def membership(self, swarm_id: str) -> ms.Membership | None:
-        """The stored member list, verified with the swarm secret; None if none is stored yet."""
+        """The stored member list, every statement checked (a format-1 list: with the swarm secret's HMAC); None
+        if none is stored yet."""
         info = self.get(swarm_id)
         if info.membership is None:
             return None
-        return ms.verify_membership(info.membership, self.secret(info.swarm_id), swarm_id=info.swarm_id)
+        if info.membership.get("format") == ms.MEMBERSHIP_FORMAT:
+            return ms.from_wire(info.membership, swarm_id=info.swarm_id)
+        return ms.from_legacy(info.membership, self.secret(info.swarm_id), swarm_id=info.swarm_id)
 
     def save_membership(self, swarm_id: str, membership: ms.Membership) -> ms.Membership:
-        """Store `membership` merged with the stored list (revocations are never lost); returns what was stored."""
+        """Store `membership` merged with the stored list (revocations are never lost); returns what was stored.
+        A format-1 list stays as it was stored until a signed one replaces it."""
         with self._lock:
             old = self.membership(swarm_id)
             merged = membership if old is None else ms.merge(old, membership)
-            signed = ms.sign_membership(merged, self.secret(swarm_id))
-            self._update(swarm_id, lambda s: replace(s, membership=signed))
+            if merged.legacy:
+                return old if old is not None else merged
+            wire = ms.to_wire(merged)
+            self._update(swarm_id, lambda s: replace(s, membership=wire))
             return merged
 
     def _find_invite(self, invite_id: str) -> tuple[SwarmInfo, InviteRecord]:
@@ -279,8 +330,8 @@ def _pruned(invites: tuple[InviteRecord, ...], now: float) -> tuple[InviteRecord
 def _swarm_from_json(d: dict[str, Any]) -> SwarmInfo:
     known = {f for f in SwarmInfo.__dataclass_fields__}
     d = {k: v for k, v in d.items() if k in known}  # tolerate fields from newer versions
-    invites = tuple(InviteRecord(**{k: v for k, v in r.items() if k in InviteRecord.__dataclass_fields__})
-                    for r in d.get("invites", ()))
+    invites = tuple(InviteRecord(**{**{k: v for k, v in r.items() if k in InviteRecord.__dataclass_fields__},
+                                    "redeemed_by": tuple(r.get("redeemed_by", ()))}) for r in d.get("invites", ()))
     if not re.fullmatch(r"[0-9a-f]{16}", d["swarm_id"]):
         raise ValueError(f"bad swarm id {d['swarm_id']!r}")
     return SwarmInfo(**{**d, "bootstrap": tuple(d.get("bootstrap", ())), "invites": invites})

@@ -344,3 +344,107 @@ def _ips(values) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
         except (ValueError, TypeError):
             pass
     return tuple(out)
+
+
+# ---- the state of Tailscale on this PC, for the app's guidance ---------------------------------------------------
+DOWNLOAD_URL = "https://tailscale.com/download"
+INSTALL_GUIDE_URL = "https://tailscale.com/kb/1017/install"
+LOGIN_URL = "https://login.tailscale.com/start"
+
+
+class TailscaleState(str, enum.Enum):
+    NOT_INSTALLED = "not_installed"
+    NOT_RUNNING = "not_running"  # installed, but its background service is down
+    STARTING = "starting"
+    STOPPED = "stopped"  # disconnected by its owner
+    LOGGED_OUT = "logged_out"
+    NEEDS_APPROVAL = "needs_approval"  # waiting for the tailnet's admin
+    NO_ADDRESS = "no_address"  # connected, yet no IPv4 address for this PC
+    RUNNING = "running"
+
+
+@dataclass(frozen=True)
+class TailscaleReport:
+    """What `tailscale_state` found. `shared_in`: peers shared into this tailnet from another one (they cannot
+    open connections to this PC); `sharee`: peers whose owner this PC is shared with (this PC cannot reach them)."""
+    state: TailscaleState
+    ipv4: str = ""
+    hostname: str = ""
+    tailnet: str = ""  # the MagicDNS suffix, e.g. tail1234.ts.net
+    login_url: str = ""  # Tailscale's own sign-in link for this PC, when it gave one
+    shared_in: tuple[str, ...] = ()
+    sharee: tuple[str, ...] = ()
+    status: TailscaleStatus | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is TailscaleState.RUNNING and bool(self.ipv4)
+
+    def sharing_with(self, ip: str) -> Sharing | None:  # None when Tailscale gave no peer list
+        return sharing_of(self.status, ip) if self.status is not None else None
+
+
+_BACKEND_TO_STATE = {BackendState.STARTING: TailscaleState.STARTING, BackendState.STOPPED: TailscaleState.STOPPED,
+                     BackendState.NEEDS_LOGIN: TailscaleState.LOGGED_OUT, BackendState.NEEDS_MACHINE_AUTH:
+                     TailscaleState.NEEDS_APPROVAL, BackendState.NO_STATE: TailscaleState.NOT_RUNNING}
+_PROBLEM_TO_STATE = {Problem.DAEMON_DOWN: TailscaleState.NOT_RUNNING, Problem.NEEDS_LOGIN: TailscaleState.LOGGED_OUT,
+                     Problem.STOPPED: TailscaleState.STOPPED}
+
+
+def classify_tailscale(ip_result: CommandResult | None, status_result: CommandResult | None) -> TailscaleReport:
+    """The state from the outputs of `tailscale ip -4` and `tailscale status --json` (None: the program is not
+    installed). Pure: table-tested on recorded outputs."""
+    if ip_result is None and status_result is None:
+        return TailscaleReport(TailscaleState.NOT_INSTALLED)
+    try:
+        status = parse_status_json(status_result.stdout) if status_result is not None else None
+    except ValueError:
+        status = None
+    ips = parse_ip_output(ip_result.stdout) if ip_result is not None and ip_result.returncode == 0 else []
+    ipv4 = str(ips[0]) if ips else str(status.self_ipv4) if status is not None and status.self_ipv4 else ""
+    if status is None:
+        problems = [classify_cli_error(r) for r in (ip_result, status_result) if r is not None and r.returncode]
+        state = _PROBLEM_TO_STATE.get(next((p for p in problems if p), None),
+                                      TailscaleState.RUNNING if ipv4 else TailscaleState.NO_ADDRESS)
+        return TailscaleReport(state, ipv4 if state is TailscaleState.RUNNING else "")
+    state = _BACKEND_TO_STATE.get(status.backend_state, TailscaleState.RUNNING if ipv4 else TailscaleState.NO_ADDRESS)
+    peers = [p for p in status.peers if p.ips]
+    return TailscaleReport(
+        state, ipv4 if state is TailscaleState.RUNNING else "", status.self_hostname, status.magic_dns_suffix,
+        status.auth_url, tuple(p.hostname for p in peers if sharing_of(status, p.ips[0]) is Sharing.SHARED_IN),
+        tuple(p.hostname for p in peers if p.sharee_node), status)
+
+
+def tailscale_state(runner: Runner = run_command, *, programs: Sequence[str] | None = None,
+                    timeout: float = COMMAND_TIMEOUT_SECONDS) -> TailscaleReport:
+    """Ask this PC's Tailscale how it is (a few seconds at most; run it off the GUI thread)."""
+    for program in tailscale_programs() if programs is None else programs:
+        results = []
+        for args in (("ip", "-4"), ("status", "--json")):
+            try:
+                results.append(runner([program, *args], timeout))
+            except FileNotFoundError:
+                results.append(None)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                results.append(CommandResult(1, "", f"is Tailscale running? ({type(e).__name__})"))
+        if results != [None, None]:
+            return classify_tailscale(*results)
+    return TailscaleReport(TailscaleState.NOT_INSTALLED)
+
+
+def tailscale_advice(report: TailscaleReport) -> str:
+    """What is missing and how to fix it, in plain words ('' when Tailscale is ready)."""
+    words = {TailscaleState.NOT_INSTALLED: f"Tailscale is not installed. Install it from {DOWNLOAD_URL} (step by step: "
+             f"{INSTALL_GUIDE_URL}), sign in, and ask your friends to sign in to the same tailnet.",
+             TailscaleState.STARTING: "Tailscale is still connecting. Wait a moment, then check again.",
+             TailscaleState.LOGGED_OUT: f"Tailscale is logged out. Sign in at {report.login_url or LOGIN_URL}, or "
+             "open the Tailscale app and log in.",
+             TailscaleState.NOT_RUNNING: _ADVICE[Problem.DAEMON_DOWN], TailscaleState.STOPPED: _ADVICE[Problem.STOPPED],
+             TailscaleState.NEEDS_APPROVAL: _ADVICE[Problem.NEEDS_APPROVAL],
+             TailscaleState.NO_ADDRESS: _ADVICE[Problem.NO_ADDRESS]}
+    text = words.get(report.state, "")
+    if report.ready and report.shared_in:
+        text = (f"Tailscale is ready, but {', '.join(report.shared_in[:3])} came into your tailnet by node sharing: "
+                "a shared machine cannot connect to this PC, so it cannot join through it. Invite those friends to "
+                "your tailnet as users instead.")
+    return text

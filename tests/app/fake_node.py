@@ -12,12 +12,15 @@ Behaviour switches (environment):
   FAKE_NODE_GARBAGE=1           write non-protocol lines around hello and after start
   FAKE_NODE_IGNORE_SHUTDOWN=1   ignore the shutdown command and SIGTERM
   FAKE_NODE_FAIL_START=TEXT     answer start with state failed (TEXT as detail), and stay up
+  FAKE_NODE_USED_CODE=CODE      ... with a used code's words, when POTLUCK_INVITE_CODE is CODE
   FAKE_NODE_STATS=PATH          JSON object of stats fields to report (default: a four-PC swarm)
   FAKE_NODE_REPLY=TEXT          the reply to stream (default: a short greeting)
   FAKE_NODE_TOKEN_DELAY_S=S     pause between streamed tokens (default 0.01)
   FAKE_NODE_GENERATE_ERROR=TEXT answer generate with an error event
   FAKE_NODE_ALERT=TEXT          send a critical alert right after it starts serving
   FAKE_NODE_RECORD=PATH         append a launch record (argv, POTLUCK_* variables) and every command line received
+and the swarm page's switches of fake_swarm.py (FAKE_NODE_SWARM, FAKE_NODE_LOOPBACK, FAKE_NODE_JOIN_ERROR,
+FAKE_NODE_REMOVED).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from potluck.core import protocol  # noqa: E402
 from potluck.core.protocol import NodeState  # noqa: E402
+from tests.app.fake_swarm import FakeSwarm  # noqa: E402
 
 DEFAULT_STATS = {
     "start_block": 12, "end_block": 24, "total_blocks": 32, "tokens_served": 48_213, "sessions_served": 57,
@@ -68,6 +72,7 @@ class FakeNode:
         self.state = NodeState.STOPPED
         self.cancelled: set[str] = set()
         self.record_path = self.env.get("FAKE_NODE_RECORD")
+        self.swarm = FakeSwarm(self.send, self.set_state)
 
     def record(self, entry: dict) -> None:
         if self.record_path:
@@ -94,6 +99,9 @@ class FakeNode:
     def serve(self, detail: str) -> None:
         self.set_state(NodeState.STARTING, detail)
         fail = self.env.get("FAKE_NODE_FAIL_START")
+        used = self.env.get("FAKE_NODE_USED_CODE")
+        if used and self.env.get("POTLUCK_INVITE_CODE") == used:
+            fail = "Could not join: This code has already been used (1 of 1 joins): ask your friend for a new one"
         if fail:
             self.set_state(NodeState.FAILED, fail)
             return
@@ -102,6 +110,7 @@ class FakeNode:
             self.write_raw("Some library printed this to stdout")
         self.set_state(NodeState.SERVING, "Serving blocks 12–23")
         self.send(self.stats())
+        self.swarm.serving()
         alert = self.env.get("FAKE_NODE_ALERT")
         if alert:
             self.send(protocol.Alert(level=protocol.AlertLevel.CRITICAL, text=alert, blocks=(28,)))
@@ -152,6 +161,9 @@ class FakeNode:
             self.cancelled.add(cmd.request_id)
         elif isinstance(cmd, protocol.SetConfig):
             self.send(protocol.Log(line=f"config: {sorted(cmd.values)}"))
+            self.swarm.configure(cmd.values)
+        elif self.swarm.handle(cmd):
+            pass
         elif isinstance(cmd, protocol.Shutdown) and not self.env.get("FAKE_NODE_IGNORE_SHUTDOWN"):
             self.set_state(NodeState.STOPPING, "Shutting down")
             return False

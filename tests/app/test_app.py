@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel
 
 from potluck.app.app_controller import AppContext, PotluckApp
 from potluck.app.autostart import Autostart
@@ -19,6 +19,7 @@ from potluck.app.secrets_store import SecretKey, SecretStore
 from potluck.app.wizard import real_invite_decoder
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
+from potluck.core.swarm.tailscale import TailscaleReport, TailscaleState
 from tests.app.node_records import launches, sent_commands
 from tests.app.test_wizard import valid_invite_code
 
@@ -38,13 +39,14 @@ def context(tmp_path, fake_node_command, ui_settings, icons, memory_keyring):
         ui_settings=ui_settings,
         icons=icons,
         autostart=Autostart(["/opt/potluck"], platform="linux", linux_dir=lambda: tmp_path / "autostart"),
-        make_invite=lambda: "potluck-from-test",
         invite_decoder=real_invite_decoder(),
         default_log_dir=tmp_path / "logs",
         tray_available=True,
         base_environment={**os.environ, "FAKE_NODE_RECORD": str(record)},
         node_timeouts=NodeTimeouts(hello_ms=15_000, shutdown_ms=3_000, terminate_ms=3_000, kill_ms=3_000),
         restart_policy=RestartPolicy(first_delay_seconds=0.01),
+        tailscale_probe=lambda: TailscaleReport(TailscaleState.NOT_INSTALLED),
+        confirm=lambda _title, _question: True,
     )
 
 
@@ -69,7 +71,7 @@ def make_app(qtbot):
 
     yield make
     for app in made:
-        for window in (app.dashboard, app.chat, app.wizard, app.settings_window):
+        for window in (app.dashboard, app.chat, app.wizard, app.settings_window, app.swarm_window):
             if window is not None:
                 window.close()
                 window.deleteLater()
@@ -175,3 +177,69 @@ def test_the_gui_never_imports_torch_transformers_or_hivemind(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_used_code_in_the_wizard_is_no_dead_end(qtbot, context, make_app):
+    """The node fails to join: nothing is saved, the last page says why and leads Back to the code; another code
+    works and only then are the settings saved."""
+    used = valid_invite_code(swarm_name="Old club")
+    context.base_environment = {**context.base_environment, "FAKE_NODE_USED_CODE": used}
+    app = make_app(context)
+    app.launch()
+    wizard = app.wizard
+    wizard.next()
+    wizard.join_page.code_edit.setPlainText(used)
+    wizard.next()
+    qtbot.waitUntil(lambda: app.node.state is NodeState.FAILED, timeout=WAIT_MS)
+    page = wizard.ready_page
+    assert "already been used" in page.state_label.text() and page.state_label.text().endswith("new one.")
+    assert "Not ready" in page.title() and "nothing is saved" in page.subTitle()
+    assert page.back_button.isVisible() and wizard.button(wizard.WizardButton.BackButton).isVisible()
+    assert load_config(context.config_path) is None  # closing now leaves nothing half set up
+    page.back_button.click()
+    assert wizard.currentId() == 2 and wizard.join_page.code() == used  # the join page, the code still there
+    fresh = valid_invite_code(swarm_name="Friday night")
+    wizard.join_page.code_edit.setPlainText(fresh)
+    wizard.next()
+    qtbot.waitUntil(lambda: app.node.state is NodeState.SERVING, timeout=WAIT_MS)
+    assert "Ready" in page.title() and "starting" not in page.subTitle().lower()
+    qtbot.waitUntil(lambda: load_config(context.config_path) is not None, timeout=WAIT_MS)
+    assert load_config(context.config_path).swarm_name == "Friday night"
+    assert context.secrets.get(SecretKey.INVITE_CODE) == fresh
+
+
+def test_closing_the_wizard_after_a_failed_join_brings_it_back(qtbot, context, make_app):
+    used = valid_invite_code()
+    context.base_environment = {**context.base_environment, "FAKE_NODE_USED_CODE": used}
+    app = make_app(context)
+    app.launch()
+    app.wizard.next()
+    app.wizard.join_page.code_edit.setPlainText(used)
+    app.wizard.next()
+    qtbot.waitUntil(lambda: app.node.state is NodeState.FAILED, timeout=WAIT_MS)
+    app.wizard.close()
+    app.quit()
+    qtbot.waitUntil(lambda: app.loop_quit.count == 1, timeout=WAIT_MS)
+    again = make_app(context)
+    again.launch()
+    assert again.config is None and again.wizard is not None and again.wizard.isVisible()
+
+
+@pytest.mark.parametrize(("keyring_works", "words"), [(True, "the system keyring"), (False, "a private file in")])
+def test_the_app_says_where_the_secret_really_goes(qtbot, context, make_app, keyring_works, words):
+    import keyring
+    from keyring.backends import fail
+
+    if not keyring_works:
+        keyring.set_keyring(fail.Keyring())  # the memory keyring fixture puts its own back afterwards
+    app = make_app(context)
+    app.launch()
+    app.wizard.next()
+    assert words in app.wizard.join_page.form.secret_note.text()
+    save_config(context.config_path, AppConfig(mode=SwarmMode.CREATE, model="org/tiny"))
+    other = make_app(context)
+    other.launch()
+    other.show_settings()
+    texts = [w.text() for w in other.settings_window.findChildren(QLabel)]
+    assert any(words in t for t in texts)
+    assert keyring_works or not any("kept in the system keyring" in t for t in texts)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from potluck.app.coverage_strip import coverage_summary, gap_ranges
-from potluck.app.formatting import block_range, format_count, format_duration, friends_online, status_line
+from potluck.app.formatting import (
+    block_range,
+    format_count,
+    format_duration,
+    friends_online,
+    last_seen_text,
+    status_line,
+)
 from potluck.core.protocol import Member, NodeState, Stats
 
 
@@ -41,6 +48,15 @@ SWARM = Stats(start_block=12, end_block=24, total_blocks=80, peer_id="me", activ
      "Serving blocks 3 of 8 · 1 friend online"),
     (NodeState.SERVING, None, "", "Serving · no friends online yet"),
     (NodeState.PAUSED, SWARM, "", "Paused · 3 friends online"),
+    (NodeState.PAUSED, SWARM, "Paused by you", "Paused · 3 friends online"),
+    # a serving rule says why (tray tooltip and menu, dashboard)
+    (NodeState.PAUSED, SWARM, "Paused until 18:00 (outside the schedule)",
+     "Paused until 18:00 (outside the schedule) · 3 friends online"),
+    (NodeState.PAUSED, None, "Paused: on battery (serves again when plugged in)",
+     "Paused: on battery (serves again when plugged in) · no friends online yet"),
+    # friends were there: nobody online now is not "yet"
+    (NodeState.SERVING, Stats(peer_id="me", members=(member("me"), member("ana", online=False))), "",
+     "Serving · no friends online"),
     (NodeState.DRAINING, SWARM, "", "Finishing 2 conversations before pausing"),
     (NodeState.DRAINING, None, "", "Finishing conversations before pausing"),
     (NodeState.STARTING, None, "Loading blocks 12–23", "Loading blocks 12–23"),
@@ -51,6 +67,14 @@ SWARM = Stats(start_block=12, end_block=24, total_blocks=80, peer_id="me", activ
 ])
 def test_status_line(state, stats, detail, text):
     assert status_line(state, stats, detail) == text
+
+
+@pytest.mark.parametrize(("last_seen", "now", "text"), [
+    (0.0, 1000.0, "never"), (990.0, 1000.0, "now"), (1000.0 - 240, 1000.0, "4 min ago"),
+    (20000.0 - 3 * 3600, 20000.0, "3 h 0 min ago"),
+])
+def test_last_seen_text(last_seen, now, text):
+    assert last_seen_text(last_seen, now) == text
 
 
 def test_friends_online_does_not_count_this_pc_or_offline_members():

@@ -50,3 +50,17 @@ def test_repeats_are_suppressed_for_a_while_and_info_is_not_notified(make_node):
     notifier.on_alert(gap)
     assert [m[1] for m in shown.messages] == ["Block 3 has no server left", "Block 4 has one server left",
                                               "Block 3 has no server left"]
+
+
+def test_a_reason_without_a_full_stop_and_the_advice_read_as_two_sentences(qtbot, make_node):
+    """A node's reason often ends without a full stop ("…ask for a new one"); the toast must not run it into the
+    next sentence ("…ask for a new one Open the dashboard")."""
+    node = make_node({"FAKE_NODE_FAIL_START": "Could not join: This code was cancelled by the person who made it: "
+                                              "ask for a new one"})
+    shown = Shown()
+    notifier = Notifier(node, shown)  # noqa: F841 (kept alive for the test)
+    node.start()
+    qtbot.waitUntil(lambda: shown.messages != [], timeout=WAIT_MS)
+    ((_title, text, _level),) = shown.messages
+    assert text == ("Could not join: This code was cancelled by the person who made it: ask for a new one. "
+                    "The dashboard shows the details and the log.")

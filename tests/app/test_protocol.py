@@ -49,7 +49,8 @@ def test_round_trip(msg):
 def test_every_kind_has_exactly_one_class_and_a_direction():
     assert set(p.MESSAGE_CLASSES) == set(p.Kind)
     commands = {k.value for k in p.Kind if k.is_command}
-    assert commands == {"start", "pause", "resume", "drain", "shutdown", "generate", "cancel", "set_config", "refresh"}
+    assert commands == {"start", "pause", "resume", "drain", "shutdown", "generate", "cancel", "set_config", "refresh",
+                        "swarm_refresh", "invite_create", "invite_cancel", "revoke", "leave", "join", "switch"}
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility():

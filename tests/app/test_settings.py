@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PySide6.QtWidgets import QLabel
 
 from potluck.app.autostart import Autostart
 from potluck.app.config_store import AppConfig, SwarmMode
@@ -37,14 +38,13 @@ def make_window(qtbot, ui_settings, autostart, tmp_path, config=None, on_save=No
 def test_saving_valid_settings_applies_them(qtbot, ui_settings, autostart, tmp_path):
     window, on_save = make_window(qtbot, ui_settings, autostart, tmp_path)
     assert window.memory_cap.text() == "Automatic (from free memory)"
-    window.model_edit.setText("org/bigger")
     window.memory_cap.setValue(6.5)
     window.start_on_login.setChecked(True)
     window.log_dir_edit.setText(str(tmp_path / "mylogs"))
     window.save_button.click()
     (saved,) = on_save.saved
     assert (saved.model, saved.memory_cap_gib, saved.start_on_login, saved.log_dir) == \
-        ("org/bigger", 6.5, True, str(tmp_path / "mylogs"))
+        ("org/tiny", 6.5, True, str(tmp_path / "mylogs"))
     assert (tmp_path / "autostart" / "potluck.desktop").is_file()
     assert not window.isVisible()
 
@@ -91,3 +91,19 @@ def test_a_joined_swarm_model_is_read_only(qtbot, ui_settings, autostart, tmp_pa
     assert window.model_edit.isReadOnly()
     window.save_button.click()
     assert on_save.saved[0].model == "org/their-model"
+
+
+def test_the_creator_cannot_change_the_swarms_model_here_either(qtbot, ui_settings, autostart, tmp_path):
+    """Every friend serves the swarm's model: a new model is a new swarm (the Swarm page), not a setting."""
+    window, on_save = make_window(qtbot, ui_settings, autostart, tmp_path)
+    assert window.model_edit.isReadOnly()
+    assert "To run another model, start a new swarm on the Swarm page." in window.model_hint.text()
+    window.save_button.click()
+    assert on_save.saved[0].model == "org/tiny"
+
+
+def test_where_the_key_is_kept_is_said_only_when_known(qtbot, ui_settings, autostart, tmp_path):
+    window = SettingsWindow(AppConfig(mode=SwarmMode.CREATE, model="org/tiny"), SaveRecorder(), autostart,
+                            ui_settings, tmp_path / "logs")
+    qtbot.addWidget(window)
+    assert not any("kept in" in w.text() for w in window.findChildren(QLabel))

@@ -1,12 +1,13 @@
-"""The tray menu, rebuilt when it opens, driven against the fake node; icons follow the state; invites."""
+"""The tray menu, rebuilt when it opens, driven against the fake node; icons follow the state; invites and another
+code lead to the swarm page; tray messages read as sentences."""
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import QPoint
-from PySide6.QtWidgets import QApplication
 
 from potluck.app.tray import Tray
-from potluck.core.protocol import NodeState
+from potluck.core.protocol import AlertLevel, NodeState
 
 WAIT_MS = 15_000
 
@@ -19,11 +20,11 @@ class Calls:
         return lambda: self.names.append(name)
 
 
-def make_tray(qtbot, node, icons, make_invite=lambda: "potluck-test-code", calls: Calls | None = None):
+def make_tray(qtbot, node, icons, calls: Calls | None = None):
     calls = calls or Calls()
     tray = Tray(node, icons, open_dashboard=calls.recorder("dashboard"), open_chat=calls.recorder("chat"),
-                open_settings=calls.recorder("settings"), make_invite=make_invite, quit_app=calls.recorder("quit"),
-                clipboard=QApplication.clipboard())
+                open_settings=calls.recorder("settings"), open_swarm=lambda section: calls.names.append(f"swarm:{section}"),
+                quit_app=calls.recorder("quit"))
     return tray, calls
 
 
@@ -41,7 +42,7 @@ def test_menu_shows_status_and_pause_resume_follows_the_node(qtbot, serving_node
     node = serving_node()
     tray, _ = make_tray(qtbot, node, icons)
     names, texts = open_menu(qtbot, tray)
-    assert names == ["status", "pause", "dashboard", "chat", "invite", "settings", "quit"]
+    assert names == ["status", "pause", "dashboard", "chat", "swarm", "invite", "settings", "quit"]
     assert texts["status"] == "Serving blocks 12–23 of 32 · 2 friends online"
     assert not tray.action("status").isEnabled()
     assert tray.icon.toolTip() == "Potluck — Serving blocks 12–23 of 32 · 2 friends online"
@@ -78,37 +79,36 @@ def test_a_failed_node_offers_try_again(qtbot, make_node, icons):
     qtbot.waitUntil(lambda: node.state is NodeState.FAILED, timeout=WAIT_MS)
     names, texts = open_menu(qtbot, tray)
     assert "retry" in names and texts["status"] == "Stopped by an error"
+    assert texts["new_code"] == "Enter another invite code…"  # a used or bad code is never a dead end
     assert tray.icon.icon().cacheKey() == icons.for_node_state(NodeState.FAILED).cacheKey()
 
 
 def test_window_and_quit_actions_call_their_callables(qtbot, make_node, icons):
     tray, calls = make_tray(qtbot, make_node(), icons)
     open_menu(qtbot, tray)
-    for name in ("dashboard", "chat", "settings", "quit"):
+    for name in ("dashboard", "chat", "swarm", "invite", "settings", "quit"):
         tray.action(name).trigger()
-    assert calls.names == ["dashboard", "chat", "settings", "quit"]
+    assert calls.names == ["dashboard", "chat", "swarm:", "swarm:invite", "settings", "quit"]
     names, _ = open_menu(qtbot, tray)
     assert names[1] == "resume"  # a stopped node offers to serve
 
 
-def test_invite_a_friend_copies_the_code_and_says_so(qtbot, make_node, icons):
-    QApplication.clipboard().setText("")
-    tray, _ = make_tray(qtbot, make_node(), icons, make_invite=lambda: "potluck-0123abcd")
+def test_a_failed_node_offers_another_code_on_the_swarm_page(qtbot, make_node, icons):
+    node = make_node({"FAKE_NODE_FAIL_START": "Could not join: This code has already been used (1 of 1 joins)"})
+    tray, calls = make_tray(qtbot, node, icons)
+    node.start()
+    qtbot.waitUntil(lambda: node.state is NodeState.FAILED, timeout=WAIT_MS)
     open_menu(qtbot, tray)
-    tray.action("invite").trigger()
-    qtbot.waitUntil(lambda: QApplication.clipboard().text() == "potluck-0123abcd", timeout=WAIT_MS)
-    assert tray.last_message[0] == "Invite copied"
-    assert not tray.inviting
+    tray.action("new_code").trigger()
+    assert calls.names == ["swarm:join"]
 
 
-def test_a_failed_invite_is_reported_and_nothing_is_copied(qtbot, make_node, icons):
-    QApplication.clipboard().setText("keep me")
-
-    def refuse() -> str:
-        raise RuntimeError("Creating an invite failed: this PC is not in a swarm yet")
-
-    tray, _ = make_tray(qtbot, make_node(), icons, make_invite=refuse)
-    tray.invite_friend()
-    qtbot.waitUntil(lambda: tray.last_message is not None, timeout=WAIT_MS)
-    assert tray.last_message == ("No invite created", "Creating an invite failed: this PC is not in a swarm yet")
-    assert QApplication.clipboard().text() == "keep me"
+@pytest.mark.parametrize(("text", "shown"), [
+    ("Could not join: the code was used", "Could not join: the code was used."),
+    ("Ready.  Paste it\nto a friend", "Ready. Paste it to a friend."),
+    ("Is it there?", "Is it there?"),
+])
+def test_tray_messages_end_as_sentences(qtbot, make_node, icons, text, shown):
+    tray, _ = make_tray(qtbot, make_node(), icons)
+    tray.show_message("Title", text, AlertLevel.INFO)
+    assert tray.last_message == ("Title", shown)

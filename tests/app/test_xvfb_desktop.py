@@ -7,6 +7,7 @@ them there (that is how docs/screenshots/ is refreshed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -46,8 +47,9 @@ def _wait_for(what: str, predicate, seconds: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def x_display():
+@contextlib.contextmanager
+def x_server():
+    """A fresh Xvfb display with trayer as its system tray; yields its name (":91"). Skips without the tools."""
     missing = _missing_tools()
     if missing:
         message = f"needs {', '.join(missing)} (apt-get install xvfb trayer xdotool imagemagick)"
@@ -86,6 +88,12 @@ def x_display():
                     process.wait(10)
 
 
+@pytest.fixture(scope="module")
+def x_display():
+    with x_server() as display:
+        yield display
+
+
 def app_environment(tmp_path: Path, display: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "QT_QPA", "POTLUCK_"))}
     env.update(
@@ -119,12 +127,22 @@ def test_tray_pause_resume_chat_and_screenshots_on_a_real_display(x_display, tmp
     assert seen["status_paused"] == "Paused · 2 friends online"
     assert seen["states_after_resume"] == ["starting", "serving"]
     assert seen["reply"] == reply and "tokens/s" in seen["reply_caption"]
-    assert "typo" in seen["wizard_bad_code"]
+    assert seen["wizard_bad_code"].startswith("This code is incomplete")
+    assert seen["settings_model_read_only"] is True
+    assert seen["swarm_rows"][0] == ["Sam's desktop (this PC)", "Owner", "Serving", "12–23", "now"]
+    assert seen["invite_code"].startswith("potluck-") and seen["clipboard"] == seen["invite_code"]
+    assert "100.101.1.7" in seen["invite_details"] and "one join" in seen["invite_details"] and seen["invite_qr"]
+    assert seen["join_copy"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf") and seen["join_enabled"]
+    assert seen["wizard_tailscale"] == "Friends cannot reach this PC yet: Tailscale is not ready here."
+    assert "Ready" in seen["wizard_ready_title"]
+    title, why, back = seen["wizard_failed"]
+    assert "Not ready" in title and "already been used" in why and back is True
     assert seen["wizard_good_code"] == "Valid code for the swarm “Friday night” · model Qwen/Qwen2.5-72B-Instruct"
     assert seen["stopped"] is True
     names = {p.name for p in shots.iterdir()}
     assert {"tray-menu.png", "dashboard.png", "chat.png", "wizard-welcome.png", "wizard-join-error.png",
-                     "wizard-join.png", "wizard-ready.png", "settings.png"} <= names
+            "wizard-join.png", "wizard-ready.png", "settings.png", "swarm.png", "swarm-invite.png", "swarm-join.png",
+            "wizard-create.png", "wizard-failed.png"} <= names
     target = os.environ.get("APP_SCREENSHOTS_DIR")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,16 @@
 
 Builds the app exactly as run_gui does (theme, default context, PotluckApp) on the display in $DISPLAY, with the
 node command taken from POTLUCK_NODE_COMMAND, then: waits for the tray icon, opens the tray menu, pauses and
-resumes through the menu's actions, opens the dashboard, chats, opens the wizard, takes screenshots into the folder
-given as argv[1], quits, and prints one JSON object with what it saw. Exit code 0 means it got to the end.
+resumes through the menu's actions, opens the dashboard, chats, opens the swarm page from the tray's "Invite a
+friend" and makes a code, joins another swarm whose model is a file on the friend's PC, opens the wizard (create
+with Tailscale guidance, join with a cut-short code, a used code), takes screenshots into the folder given as
+argv[1], quits, and prints one JSON object with what it saw. Exit code 0 means it got to the end.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,10 +25,13 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget  # noqa: E4
 
 from potluck.app.app_controller import PotluckApp, default_context  # noqa: E402
 from potluck.app.main import make_qapplication  # noqa: E402
+from potluck.app.node_process import NodeProcess  # noqa: E402
 from potluck.app.qt_compat import protect_singletons  # noqa: E402
 from potluck.app.theme import BACKGROUND, apply_theme  # noqa: E402
-from potluck.app.wizard import FirstRunWizard, real_invite_decoder  # noqa: E402
+from potluck.app.wizard import PAGE_CREATE, FirstRunWizard, real_invite_decoder  # noqa: E402
+from potluck.core.model import builtin  # noqa: E402
 from potluck.core.protocol import NodeState  # noqa: E402
+from potluck.core.swarm.tailscale import TailscaleReport, TailscaleState  # noqa: E402
 
 WAIT_SECONDS = 20.0
 
@@ -67,7 +73,8 @@ def menu_names(app: PotluckApp) -> list[str]:
     return [a.objectName() for a in app.tray.menu.actions() if not a.isSeparator()]
 
 
-def valid_invite_code() -> str:
+def valid_invite_code(model_id: str = "Qwen/Qwen2.5-72B-Instruct", swarm_name: str = "Friday night",
+                      swarm_id: str = "0123456789abcdef") -> str:
     """A well-formed code as a friend would paste it (made with the real invite module)."""
     import hashlib
 
@@ -75,9 +82,51 @@ def valid_invite_code() -> str:
 
     peer = codec.b58encode(b"\x12\x20" + hashlib.sha256(b"screenshot peer").digest())
     return invite.encode_invite(invite.Invite(
-        swarm_name="Friday night", swarm_id="0123456789abcdef", model_id="Qwen/Qwen2.5-72B-Instruct",
+        swarm_name=swarm_name, swarm_id=swarm_id, model_id=model_id,
         model_revision="", bootstrap=(f"/ip4/100.101.1.1/tcp/31337/p2p/{peer}",), credential=bytes(range(16)),
         expires_at=int(time.time()) + 86_400))
+
+
+def not_installed() -> TailscaleReport:
+    return TailscaleReport(TailscaleState.NOT_INSTALLED)
+
+
+def swarm_page(app: PotluckApp, shots: Path, seen: dict) -> None:
+    """The tray's Invite a friend opens the swarm page; make a code; join another swarm with this PC's own copy."""
+    app.context.tailscale_probe = lambda: TailscaleReport(TailscaleState.RUNNING, "100.101.1.7", "sam-desktop")
+    app.tray.action("invite").trigger()
+    page = app.swarm_window
+    page.resize(900, 1000)
+    wait_until("the swarm's members", lambda: len(page.view.members) == 4)
+    wait_until("Tailscale's state", lambda: page.invite_panel.tailscale.report is not None)
+    pump(0.3)
+    seen["swarm_rows"] = [list(r) for r in page.members.row_texts()]
+    page.scroll.verticalScrollBar().setValue(0)
+    pump(0.3)
+    page.grab().save(str(shots / "swarm.png"))
+    panel = page.invite_panel
+    panel.create_button.click()
+    wait_until("the invite code", lambda: panel.made is not None)
+    page.show_section("invite")
+    pump(0.5)
+    page.scroll.ensureWidgetVisible(panel.code_card, 0, 0)
+    pump(0.3)
+    page.grab().save(str(shots / "swarm-invite.png"))
+    seen["invite_code"] = panel.code_view.toPlainText()
+    seen["invite_details"] = panel.details.text()
+    seen["invite_qr"] = not panel.qr_label.pixmap().isNull()
+    panel.copy_button.click()
+    seen["clipboard"] = QApplication.clipboard().text()
+    page.join_form.code_edit.setPlainText(valid_invite_code(f"/home/ana/models/{builtin.FILE_NAME}", "Ana's club",
+                                                            "0aa1bb2cc3dd4ee5"))
+    page.show_section("join")
+    pump(0.3)
+    page.scroll.verticalScrollBar().setValue(page.scroll.verticalScrollBar().maximum())
+    pump(0.3)
+    page.grab().save(str(shots / "swarm-join.png"))
+    seen["join_copy"] = page.join_form.copy_picker.text()  # Potluck's built-in copy of the friend's file
+    seen["join_enabled"] = page.join_button.isEnabled()
+    page.close()
 
 
 def launch_app():
@@ -98,6 +147,28 @@ def launch_app():
     app.node.state_changed.connect(lambda s: states.append(s.value))
     app.launch()
     return qapp, desktop, app, states, seen
+
+
+def failed_wizard(app: PotluckApp, shots: Path, seen: dict) -> None:
+    """The last page when the code was used already: why, and Back to the code."""
+    used = NodeProcess(app.context.node_command, environment=lambda: {
+        **os.environ, "FAKE_NODE_FAIL_START": "Could not join: This code has already been used (1 of 1 joins): ask "
+                                              "your friend for a new one"})
+    wizard = FirstRunWizard(used, lambda _config, _code: used.start(), real_invite_decoder(),
+                            default_pc_name="Sam's desktop", tailscale_probe=not_installed,
+                            secrets_where=app.context.secrets.where)
+    wizard.set_logo(app.context.icons.app_icon())
+    wizard.show()
+    wizard.next()
+    wizard.join_page.code_edit.setPlainText(valid_invite_code())
+    wizard.next()
+    wait_until("the used code's failure", lambda: used.state is NodeState.FAILED)
+    pump(0.5)
+    wizard.grab().save(str(shots / "wizard-failed.png"))
+    seen["wizard_failed"] = [wizard.ready_page.title(), wizard.ready_page.state_label.text(),
+                             wizard.ready_page.back_button.isVisible()]
+    wizard.close()
+    used.stop_blocking()
 
 
 def main(shots: Path) -> int:
@@ -153,15 +224,31 @@ def main(shots: Path) -> int:
     app.settings_window.memory_cap.setValue(12)
     pump(0.5)
     app.settings_window.grab().save(str(shots / "settings.png"))
+    seen["settings_model_read_only"] = app.settings_window.model_edit.isReadOnly()
     app.settings_window.reject()
 
-    wizard = FirstRunWizard(app.node, lambda _config, _code: None, real_invite_decoder(), default_pc_name="Sam's desktop")
+    swarm_page(app, shots, seen)
+
+    create = FirstRunWizard(app.node, lambda _config, _code: None, real_invite_decoder(), default_pc_name="Sam's desktop",
+                            tailscale_probe=not_installed, start_page=PAGE_CREATE, secrets_where=app.context.secrets.where)
+    create.set_logo(app.context.icons.app_icon())
+    create.create_page.model_picker.builtin_button.click()
+    create.create_page.swarm_name_edit.setText("Friday night")
+    create.show()
+    wait_until("Tailscale's state", lambda: create.create_page.tailscale.report is not None)
+    pump(0.5)
+    create.grab().save(str(shots / "wizard-create.png"))
+    seen["wizard_tailscale"] = create.create_page.tailscale.headline.text()
+    create.close()
+
+    wizard = FirstRunWizard(app.node, lambda _config, _code: None, real_invite_decoder(), default_pc_name="Sam's desktop",
+                            tailscale_probe=not_installed, secrets_where=app.context.secrets.where)
     wizard.set_logo(app.context.icons.app_icon())
     wizard.show()
     pump(0.5)
     wizard.grab().save(str(shots / "wizard-welcome.png"))
     wizard.next()
-    wizard.join_page.code_edit.setPlainText("potluck-1a2b3c")
+    wizard.join_page.code_edit.setPlainText(valid_invite_code()[:-40])  # the end lost when it was copied
     pump(0.5)
     seen["wizard_bad_code"] = wizard.join_page.feedback.text()
     wizard.grab().save(str(shots / "wizard-join-error.png"))
@@ -173,7 +260,9 @@ def main(shots: Path) -> int:
     wait_until("the sizing explanation", lambda: "blocks" in wizard.ready_page.sizing_label.text())
     pump(0.3)
     wizard.grab().save(str(shots / "wizard-ready.png"))
+    seen["wizard_ready_title"] = wizard.ready_page.title()
     wizard.close()
+    failed_wizard(app, shots, seen)
 
     app.quit()
     wait_until("the node to stop", lambda: app.node.state is NodeState.STOPPED and not app.node.is_running)

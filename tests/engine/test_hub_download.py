@@ -96,3 +96,13 @@ def test_only_the_needed_shards_are_downloaded(hub, tiny_models):
 def test_missing_repo_is_a_clear_error(hub):
     with pytest.raises(CheckpointError, match="friends/nope"):
         open_model("friends/nope")
+
+
+def test_sizing_a_hub_model_fetches_its_config_only(hub, tiny_models):
+    from potluck.core.model.catalog import size_of
+
+    size = size_of(REPO)
+    assert hub.downloads == ["config.json"]
+    local = open_model(str(tiny_models["llama"]))
+    assert size.num_blocks == local.num_blocks
+    assert size.blocks_bytes["none"] == sum(local.block_bytes(local.native_dtype, i) for i in range(local.num_blocks))

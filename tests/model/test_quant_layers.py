@@ -19,7 +19,13 @@ from potluck.core.model.quant import native
 from potluck.core.model.quant.format import FORMAT_TAG, Precision, PrecisionError
 from potluck.core.model.quant.modules import QuantizedLinear, quantize_linear, quantize_module
 from potluck.core.model.quant.weight import (
-    KERNEL_ENV, KernelUnavailableError, QuantizedWeight, available_kernels, kernel_info, qmatmul, select_kernel,
+    KERNEL_ENV,
+    KernelUnavailableError,
+    QuantizedWeight,
+    available_kernels,
+    kernel_info,
+    qmatmul,
+    select_kernel,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

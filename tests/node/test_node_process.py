@@ -58,8 +58,9 @@ def test_a_missing_model_folder_fails_in_words_and_the_node_stays(tmp_path):
         node.send(protocol.SetConfig(values=gui_values(str(tmp_path / "no-such-model"), tmp_path)))
         node.send(protocol.Start())
         failed = node.state(NodeState.FAILED, timeout=60)
-        assert failed.detail == (f"The model {tmp_path / 'no-such-model'} does not exist. "
-                                 "Choose the model's folder or .gguf file again in Settings.")
+        assert failed.detail == (f"There is no model at {tmp_path / 'no-such-model'}. Put it back there, or start "
+                                 "the swarm again with the model's folder or .gguf file (Swarm page, Start a new "
+                                 "swarm).")  # not "in Settings": Settings cannot change a swarm's model
         node.send(protocol.Start())  # Try again: the same words, and still alive
         node.state(NodeState.STARTING, timeout=10)
         assert node.state(NodeState.FAILED, timeout=30).detail == failed.detail

@@ -39,7 +39,8 @@ def test_create_invite_join_chat_and_come_back(tiny_model, tmp_path):
         ana.state(NodeState.SERVING, timeout=180)
         (swarm,) = SwarmStore(ana_home / "config" / "swarms.json").list_swarms()
         assert (swarm.name, swarm.model_id, swarm.created_here) == ("Friday night", tiny_model, True)
-        made = subprocess.run([sys.executable, "-m", "potluck.app.entry", "invite", "create", "--swarm", "Friday night"],
+        made = subprocess.run([sys.executable, "-m", "potluck.app.entry", "invite", "create", "--swarm", "Friday night",
+                               "--this-pc-only"],  # no tailnet here: a code for this PC only, chosen explicitly
                               cwd=REPO, env=node_environment(ana_home), capture_output=True, text=True, timeout=120, check=False)
         assert made.returncode == 0, made.stderr
         code = made.stdout.split()[-1]

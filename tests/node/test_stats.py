@@ -149,3 +149,72 @@ def test_streamed_text_holds_back_incomplete_characters(decoded_so_far, pieces):
     stream = stats.TextStream()
     assert [stream.feed(text) for text in decoded_so_far] == pieces
     assert "".join(pieces) == decoded_so_far[-1].rstrip("\ufffd")
+
+
+# ---- presence: two PCs agree on who is online (issue 14, item 4) --------------------------------------------------
+
+ANA, BEN = "12D3KooWana", "12D3KooWben"
+
+
+def _friends_online(members, own):
+    return sorted(m.peer_id for m in members if m.online and m.peer_id != own)
+
+
+def test_two_pcs_agree_when_one_is_paused():
+    """Ana serves every block, Ben paused. Both read the same DHT: Ana's server record and both presences.
+    Server records alone made Ana see nobody while Ben counted Ana ("1 friend online" against "no friends
+    online yet"); with presence both count one friend online."""
+    dht_records = [record(ANA, 0, 4, name="Ana")]
+    presence = [stats.Presence(ANA, "Ana", "serving"), stats.Presence(BEN, "Ben", "paused")]
+    on_ana = stats.members(dht_records, Me(ANA, "Ana", NodeState.SERVING, 0, 4), presence, now=100.0)
+    on_ben = stats.members(dht_records, Me(BEN, "Ben", NodeState.PAUSED), presence, now=100.0)
+    assert _friends_online(on_ana, ANA) == [BEN] and _friends_online(on_ben, BEN) == [ANA]
+    ben_on_ana = next(m for m in on_ana if m.peer_id == BEN)
+    assert (ben_on_ana.name, ben_on_ana.state, ben_on_ana.online, ben_on_ana.last_seen) == ("Ben", "paused", True, 100.0)
+    # what the old rule (server records only) said: they disagreed
+    assert _friends_online(stats.members(dht_records, Me(ANA, "Ana", NodeState.SERVING, 0, 4)), ANA) == []
+    assert _friends_online(stats.members(dht_records, Me(BEN, "Ben", NodeState.PAUSED)), BEN) == [ANA]
+
+
+def test_a_friend_who_quit_stays_listed_with_when_last_seen():
+    remembered = {BEN: ("Ben", 40.0), "12D3KooWcho": ("Cho", 0.0)}  # Cho: a member never seen online
+    got = stats.members([], Me(ANA, "Ana", NodeState.SERVING, 0, 4), (), remembered, now=1000.0)
+    assert [(m.peer_id, m.online, m.state, m.last_seen) for m in got] == [
+        (ANA, True, "online", 1000.0), (BEN, False, "offline", 40.0), ("12D3KooWcho", False, "offline", 0.0)]
+
+
+def test_presence_and_records_merge_one_entry_per_peer():
+    records = [record(BEN, 2, 4, ServerState.OFFLINE, name="Ben"), record(ANA, 0, 2, name="Ana")]
+    presence = [stats.Presence(BEN, "Ben's laptop", "paused"), stats.Presence(ANA, "Ana", "serving"),
+                stats.Presence("12D3KooWdan", "Dan", "stopping")]  # leaving: not online
+    got = {m.peer_id: m for m in stats.members(records, None, presence, {BEN: ("Ben", 5.0)}, now=9.0)}
+    assert set(got) == {ANA, BEN}
+    assert (got[ANA].state, got[ANA].start_block, got[ANA].end_block) == ("online", 0, 2)  # the server record wins
+    assert (got[BEN].state, got[BEN].online, got[BEN].name) == ("paused", True, "Ben's laptop")
+
+
+@pytest.mark.parametrize("samples, rate", [
+    ([(0, 0)], 0.0),
+    ([(0, 0), (2, 10)], 5.0),
+    # bursts and silences in 2-s periods read as the minute's average, not 4.5 then 26
+    ([(t, c) for t, c in zip(range(0, 62, 2), [0, 9, 9, 61, 61, 70, 70, 122, 122, 131, 131, 183, 183, 192, 192,
+                                                 244, 244, 253, 253, 305, 305, 314, 314, 366, 366, 375, 375, 427, 427,
+                                                 436, 436])], 436 / 60),
+    ([(0, 0), (30, 300), (90, 600)], 300 / 60),  # from the sample at the window's start
+    ([(0, 0), (30, 300), (61, 610), (100, 700)], (700 - 300) / 70),
+    ([(0, 500), (2, 10)], 0.0),  # a new serving period: the counter went down
+])
+def test_rate_window(samples, rate):
+    window = stats.RateWindow(60.0)
+    got = [window.add(t, c) for t, c in samples][-1]
+    assert got == pytest.approx(rate)
+
+
+def test_gave_counts_only_work_for_others():
+    done = Contribution(tokens_served=100, tokens_for_others=30)
+    now = Contribution(start_block=0, end_block=2, tokens_served=10, tokens_for_others=0)
+    got = stats.build_stats(done.plus(now), total_blocks=2, memory_used_bytes=0, memory_free_bytes=0, tokens_used=80,
+                            by_block=None, me=None, served_tokens_per_second=1.234, memory_blocks_bytes=7,
+                            month_bytes_up=9)
+    assert (got.tokens_served, got.tokens_for_others, got.tokens_used) == (110, 30, 80)
+    assert (got.served_tokens_per_second, got.memory_blocks_bytes, got.month_bytes_up) == (1.23, 7, 9)

@@ -124,3 +124,39 @@ def test_failover_skips_a_replacement_that_died_too(resilience_model):
             client.shutdown()
         assert result.token_ids == ref_tokens, result.failovers
         assert result.failovers[-1].to_peers == (last_spare.peer_id,)
+
+
+def test_kill_9_while_sessions_are_batched_keeps_every_output(resilience_model):
+    """Three conversations at once (their decode steps batched on each server); the replica they all use dies."""
+    import threading
+
+    from potluck.core.client.local import LocalModelForCausalLM
+
+    prompts = [PROMPT, PROMPT[:3], PROMPT[::-1]]
+    local = LocalModelForCausalLM.from_pretrained(str(resilience_model))
+    expected = [local.generate(p, max_new_tokens=NEW_TOKENS, eos_token_id=None).token_ids for p in prompts]
+    with LocalSwarm(str(resilience_model), [(0, 3), (3, 6), (3, 6)]) as swarm:
+        victim = swarm.servers[1]
+        client = DistributedModelForCausalLM.from_pretrained(str(resilience_model), initial_peers=swarm.initial_peers,
+                                                             timeout=5)
+        client.swarm.pin_latency({s.peer_id: (1.0 if s is victim else 10_000.0) for s in swarm.servers})
+        results, tokens = [None] * len(prompts), []
+        try:
+            def one(i: int) -> None:
+                def on_token(token_id, text):
+                    tokens.append(token_id)
+                    if len(tokens) == 12:
+                        victim.process.send_signal(signal.SIGKILL)
+
+                results[i] = client.generate(prompts[i], max_new_tokens=NEW_TOKENS, eos_token_id=None,
+                                             on_token=on_token)
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(180)
+        finally:
+            client.shutdown()
+        assert [r.token_ids for r in results] == expected
+        assert any(r.failovers for r in results) and victim.process.poll() is not None

@@ -147,9 +147,11 @@ def outsider_dht(mode: str, host: str, peers: list[str], swarm_id: str, folder: 
     kwargs = {**ad.tailnet_p2p_kwargs(host), "initial_peers": peers, "identity_path": identity,
               "ensure_bootstrap_success": False, "check_if_identity_free": False}
     if mode == "guess":
+        from potluck.core.swarm.signing import Signer
+
         key = ad.load_identity(identity)
-        me = ad.peer_id_of(key.get_public_key())
-        auth = ad.SwarmAuthorizer(swarm_id, os.urandom(32), key, ms.new_membership(swarm_id, me, "me", 1.0))
+        auth = ad.SwarmAuthorizer(swarm_id, os.urandom(32), key, ms.new_membership(swarm_id, Signer.from_identity(
+            identity), "me", 1.0))
         kwargs.update(authorizer=auth, record_validators=[hivemind.dht.crypto.RSASignatureValidator(key)])
     dht = hivemind.DHT(start=True, **kwargs)
     return dht, dht.peer_id.to_base58()
@@ -243,3 +245,48 @@ def _try_join(code: str, host: str) -> dict:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class HeldSession:
+    """A session a member opens and keeps open on a server, stepping now and then, with a push stream into it
+    from the same member (it names itself as the previous peer): what a revoked member holds at the revocation."""
+
+    def __init__(self, p2p, peer_id: str, maddrs, model_uid: str, start: int, end: int, hidden_size: int):
+        self.p2p, self.peer_id, self.maddrs = p2p, peer_id, list(maddrs)
+        self.uid, self.start, self.end, self.hidden_size = model_uid, start, end, hidden_size
+        self.reader = self.writer = self.push_reader = self.push_writer = None
+        self.steps = 0  # steps served so far
+
+    async def open(self, me: str) -> None:
+        session_id = os.urandom(6).hex()
+        self.reader, self.writer = await open_stream(self.p2p, self.peer_id, SESSION_PROTOCOL, dial(self.maddrs), 5)
+        await framing.send(self.writer, control.encode(control.Open(session_id, self.uid, self.start, self.end, 8,
+                                                                    prev_peer=me)))
+        reply = control.decode(await asyncio.wait_for(framing.receive(self.reader), 5))
+        assert isinstance(reply, control.Opened), reply
+        self.push_reader, self.push_writer = await open_stream(self.p2p, self.peer_id, PUSH_PROTOCOL,
+                                                               dial(self.maddrs), 5)
+        await framing.send(self.push_writer, control.encode(control.PushOpen(session_id)))
+
+    async def step(self) -> str | None:
+        """One step through the client stream and one through the push stream: None while both are served, else
+        what ended it (an error code, or the stream closing)."""
+        import torch
+
+        from potluck.core.wire.tensors import Step, decode_frame, encode_step
+
+        try:
+            for writer in (self.writer, self.push_writer):
+                await asyncio.wait_for(framing.send(writer, encode_step(Step(self.steps + 1, 0, torch.zeros(
+                    1, 1, self.hidden_size)))), 5)
+                reply = decode_frame(await asyncio.wait_for(framing.receive(self.reader), 5))
+                if isinstance(reply, control.ErrorReply):
+                    return reply.code.value
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError) as e:
+            return type(e).__name__
+        self.steps += 1
+        return None
+
+    def close(self) -> None:
+        close_writer(self.writer)
+        close_writer(self.push_writer)

@@ -73,6 +73,7 @@ class Identity:
     path: str  # libp2p identity file (RSA, as hivemind writes them)
     key: object  # hivemind RSAPrivateKey
     peer_id: str
+    signer: object  # core.swarm.signing.Signer of the same key: signs member-list statements
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +82,7 @@ def ids(tmp_path_factory) -> dict[str, Identity]:
     from hivemind.p2p import P2P
 
     from potluck.core.swarm import admission
+    from potluck.core.swarm.signing import Signer
 
     folder = tmp_path_factory.mktemp("identities")
     out = {}
@@ -88,7 +90,7 @@ def ids(tmp_path_factory) -> dict[str, Identity]:
         path = str(folder / name)
         P2P.generate_identity(path)
         key = admission.load_identity(path)
-        out[name] = Identity(path, key, admission.peer_id_of(key.get_public_key()))
+        out[name] = Identity(path, key, admission.peer_id_of(key.get_public_key()), Signer.from_identity(path))
     return out
 
 

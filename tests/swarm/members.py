@@ -42,8 +42,9 @@ class Member:
         return secure.peer_id_of_identity(self.identity)
 
     def create_swarm(self, swarm_name: str, model: str) -> str:
-        peer_id = secure.create_identity(self._identity)
-        info, _ = self.store.create_swarm(swarm_name, model, "", creator_peer_id=peer_id, creator_name=self.name)
+        secure.create_identity(self._identity)
+        info, _ = self.store.create_swarm(swarm_name, model, "", creator=secure.load_signer(self._identity),
+                                          creator_name=self.name)
         self.swarm_id = info.swarm_id
         if self.home:
             secure.identity_path(info.swarm_id).parent.mkdir(parents=True, exist_ok=True)
@@ -51,14 +52,16 @@ class Member:
         return info.swarm_id
 
     def invite(self, **kw):
-        return self.store.create_invite(self.node.swarm_id, tuple(visible_maddrs(self.dht)), **kw)
+        return self.store.create_invite(self.node.swarm_id, tuple(visible_maddrs(self.dht)), created_by=self.peer_id,
+                                        **kw)
 
     def join(self, invite) -> None:
         """The real handshake with the inviter's node, then remember the swarm (what `potluck join` does)."""
         self.swarm_id = invite.swarm_id
         secure.create_identity(self.identity)
         welcome, membership = self.loop.run(request_join(invite, self.identity, "127.0.0.1", self.name), timeout=60)
-        self.store.add_joined_swarm(invite, welcome.secret, membership=membership)
+        self.store.add_joined_swarm(invite, welcome.secret, membership=membership, epoch=welcome.epoch,
+                                    proof=welcome.proof)
         self.store.set_bootstrap(invite.swarm_id, welcome.bootstrap)
 
     def start(self, swarm: str, *, blocks=None, spec=None, client_mode=False, peers=None) -> "Member":
@@ -97,3 +100,16 @@ async def _read_authorizer_stats(dht, node) -> dict[str, int]:  # runs inside th
 def authorizer_stats(dht) -> dict[str, int]:
     """Counts of accepted tokens and of refusals by reason, from a running DHT's authorizer (a test probe)."""
     return dht.run_coroutine(_read_authorizer_stats)
+
+
+async def _token_refusal(token: bytes, dht, node) -> str | None:  # runs inside the DHT process
+    from hivemind.proto.auth_pb2 import AccessToken
+
+    return node.protocol.authorizer.refusal_reason(AccessToken.FromString(token))
+
+
+def token_refusal(dht, token) -> str | None:
+    """Why a running DHT's authorizer refuses `token` (an AccessToken), or None if it accepts it (a test probe)."""
+    import functools
+
+    return dht.run_coroutine(functools.partial(_token_refusal, token.SerializeToString()))

@@ -24,10 +24,10 @@ SECRET = b"k" * 32
 
 @pytest.fixture(scope="session")
 def members(ids) -> ms.Membership:
-    m = ms.new_membership(SWARM, ids["ana"].peer_id, "Ana", 1.0)
-    m = ms.add_member(m, ids["bruno"].peer_id, "Bruno", ids["ana"].peer_id, 2.0)
-    m = ms.add_member(m, ids["carla"].peer_id, "Carla", ids["ana"].peer_id, 3.0)
-    return ms.revoke_member(m, ids["carla"].peer_id, ids["ana"].peer_id, 4.0)
+    m = ms.new_membership(SWARM, ids["ana"].signer, "Ana", 1.0)
+    m = ms.add_member(m, ids["bruno"].peer_id, "Bruno", ids["ana"].signer, 2.0)
+    m = ms.add_member(m, ids["carla"].peer_id, "Carla", ids["ana"].signer, 3.0)
+    return ms.revoke_member(m, ids["carla"].peer_id, ids["ana"].signer, 4.0)
 
 
 def authorizer(ids, name, membership, secret=SECRET, swarm=SWARM, **kw) -> ad.SwarmAuthorizer:
@@ -115,14 +115,14 @@ def test_authorizer_survives_pickling(ids, members, source):
 def test_no_member_list_or_another_swarms_list_refuses_everyone(ids, members):
     token = _token(ids, "bruno", None)[1]
     assert authorizer(ids, "ana", None).refusal_reason(token) == "not_member"
-    other = ms.Membership("0000000000000000", members.members, members.version)
+    other = ms.Membership("0000000000000000", members.owner, members.members, None, members.version)
     assert authorizer(ids, "ana", other).refusal_reason(token) == "not_member"
     assert authorizer(ids, "ana", members).refusal_reason(token) is None
 
 
 def test_membership_source_is_reread_and_failures_keep_the_last_list(ids, members):
-    current = {"list": ms.add_member(ms.new_membership(SWARM, ids["ana"].peer_id, "Ana", 1.0),
-                                     ids["bruno"].peer_id, "Bruno", ids["ana"].peer_id, 2.0)}
+    current = {"list": ms.add_member(ms.new_membership(SWARM, ids["ana"].signer, "Ana", 1.0),
+                                     ids["bruno"].peer_id, "Bruno", ids["ana"].signer, 2.0)}
 
     def source():
         if current["list"] is None:
@@ -132,7 +132,7 @@ def test_membership_source_is_reread_and_failures_keep_the_last_list(ids, member
     judge = authorizer(ids, "ana", source, membership_refresh_seconds=0)
     token = _token(ids, "bruno", members)[1]
     assert judge.refusal_reason(token) is None
-    current["list"] = ms.revoke_member(current["list"], ids["bruno"].peer_id, ids["ana"].peer_id, 3.0)
+    current["list"] = ms.revoke_member(current["list"], ids["bruno"].peer_id, ids["ana"].signer, 3.0)
     assert judge.refusal_reason(token) == "revoked"
     current["list"] = None  # the source breaks: the last good list (with the revocation) stays
     assert judge.refusal_reason(token) == "revoked"
@@ -145,7 +145,7 @@ def test_slow_refresh_caches_and_set_membership_overrides(ids, members):
     for _ in range(5):
         assert judge.refusal_reason(token) is None
     assert len(calls) == 1
-    judge.set_membership(ms.revoke_member(members, ids["bruno"].peer_id, ids["ana"].peer_id, 5.0))
+    judge.set_membership(ms.revoke_member(members, ids["bruno"].peer_id, ids["ana"].signer, 5.0))
     assert judge.refusal_reason(token) == "revoked"
 
 
@@ -194,3 +194,18 @@ def test_swarm_dht_kwargs_and_record_owner(ids, members):
     assert ad.owner_peer_id(b"block-7" + validator.local_public_key) == ids["ana"].peer_id
     assert ad.owner_peer_id(b"no owner here") is None
     assert ad.owner_peer_id(b"[owner:not a key]") is None
+
+
+def test_a_new_secret_refuses_old_tokens_after_the_grace(ids, members):
+    """Secret rotation: tokens made with the previous secret pass for `grace_seconds`, then are refused."""
+    judge = authorizer(ids, "ana", members)
+    old_token = _token(ids, "bruno", members)[1]
+    judge.set_secret(b"n" * 32, grace_seconds=0.3)
+    new_token = _token(ids, "bruno", members, secret=b"n" * 32)[1]
+    assert judge.refusal_reason(old_token) is None and judge.refusal_reason(new_token) is None
+    assert judge._local_access_token is None  # our own next token is made with the new secret
+    time.sleep(0.35)
+    assert judge.refusal_reason(old_token) == "bad_signature" and judge.refusal_reason(new_token) is None
+    judge.set_secret(b"m" * 32)  # no grace: the previous secret stops at once
+    assert judge.refusal_reason(new_token) == "bad_signature"
+    assert pickle.loads(pickle.dumps(judge))._secret == b"m" * 32  # a spawned DHT process gets the current secret

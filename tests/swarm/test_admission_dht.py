@@ -73,11 +73,11 @@ def start(stack, who=None, secret=SECRET, membership=None, peers=(), swarm=SWARM
 
 
 def listed(ids, *names, revoked=()):
-    m = ms.new_membership(SWARM, ids[names[0]].peer_id, names[0], 1.0)
+    m = ms.new_membership(SWARM, ids[names[0]].signer, names[0], 1.0)
     for name in names[1:]:
-        m = ms.add_member(m, ids[name].peer_id, name, ids[names[0]].peer_id, 2.0)
+        m = ms.add_member(m, ids[name].peer_id, name, ids[names[0]].signer, 2.0)
     for name in revoked:
-        m = ms.revoke_member(m, ids[name].peer_id, ids[names[0]].peer_id, 3.0)
+        m = ms.revoke_member(m, ids[name].peer_id, ids[names[0]].signer, 3.0)
     return m
 
 
@@ -114,7 +114,7 @@ def test_outsiders_cannot_join_read_or_store(ids, outsider):
         b = start(stack, ids["bruno"], membership=members, peers=maddrs(a))
         a.store("swarm-secret-record", "private", expires())
         if outsider.get("authorized", True):
-            own = ms.new_membership(outsider.get("swarm", SWARM), ids[outsider["who"]].peer_id, "me", 1.0)
+            own = ms.new_membership(outsider.get("swarm", SWARM), ids[outsider["who"]].signer, "me", 1.0)
             o = start(stack, ids[outsider["who"]], secret=outsider.get("secret", SECRET), membership=own,
                       peers=maddrs(a), swarm=outsider.get("swarm", SWARM))
         else:
@@ -135,8 +135,8 @@ def test_outsiders_cannot_join_read_or_store(ids, outsider):
 def test_two_swarms_on_one_network_stay_apart(ids):
     other_id, other_secret = "0000000000000000", os.urandom(32)
     x = listed(ids, "ana", "bruno")
-    y = ms.add_member(ms.new_membership(other_id, ids["carla"].peer_id, "c", 1.0), ids["mallory"].peer_id, "m",
-                      ids["carla"].peer_id, 2.0)
+    y = ms.add_member(ms.new_membership(other_id, ids["carla"].signer, "c", 1.0), ids["mallory"].peer_id, "m",
+                      ids["carla"].signer, 2.0)
     with contextlib.ExitStack() as stack:
         a = start(stack, ids["ana"], membership=x)
         b = start(stack, ids["bruno"], membership=x, peers=maddrs(a))
@@ -151,16 +151,16 @@ def test_two_swarms_on_one_network_stay_apart(ids):
 @pytest.mark.parametrize("how", ["revoke command writes the store", "push to the running DHT"])
 def test_revoked_member_is_shut_out(ids, potluck_home, no_keyring, how):
     store = SwarmStore()
-    info, _ = store.create_swarm("s", "m", "", creator_peer_id=ids["ana"].peer_id, creator_name="Ana")
+    info, _ = store.create_swarm("s", "m", "", creator=ids["ana"].signer, creator_name="Ana")
     secret = store.secret(info.swarm_id)
     members = store.save_membership(info.swarm_id, ms.add_member(
-        store.membership(info.swarm_id), ids["bruno"].peer_id, "Bruno", ids["ana"].peer_id, time.time()))
+        store.membership(info.swarm_id), ids["bruno"].peer_id, "Bruno", ids["ana"].signer, time.time()))
     source = ad.StoreMembership(info.swarm_id, str(store.path)) if how.startswith("revoke") else members
     with contextlib.ExitStack() as stack:
         a = start(stack, ids["ana"], secret, source, swarm=info.swarm_id, membership_refresh_seconds=0.2)
         b = start(stack, ids["bruno"], secret, members, maddrs(a), swarm=info.swarm_id)
         assert attack(b, a, "anything", "before")["store"] == ROUNDS  # a member may store
-        revoked = ms.revoke_member(members, ids["bruno"].peer_id, ids["ana"].peer_id, time.time())
+        revoked = ms.revoke_member(members, ids["bruno"].peer_id, ids["ana"].signer, time.time())
         if how.startswith("revoke"):
             store.save_membership(info.swarm_id, revoked)  # what `potluck revoke` does, in another process
             time.sleep(0.5)  # more than the refresh period
@@ -173,12 +173,52 @@ def test_revoked_member_is_shut_out(ids, potluck_home, no_keyring, how):
         assert a.get("bruno-only", latest=True) is None  # ana drops the revoked peer's answers
 
 
+async def _replay(target: str, request: bytes, dht, node) -> dict:
+    """Runs inside the replayer's DHT process: send a request signed by someone else, as it is, to `target`."""
+    from hivemind.dht.protocol import DHTProtocol
+    from hivemind.proto import dht_pb2
+
+    stub = super(DHTProtocol, DHTProtocol).get_stub(node.p2p, PeerID.from_base58(target))  # no signing of our own
+    try:
+        response = await stub.rpc_find(dht_pb2.FindRequest.FromString(request), timeout=5)
+    except Exception as e:  # the member refused to answer
+        return {"answered": False, "error": type(e).__name__}
+    return {"answered": True, "values": sum(1 for r in response.results if r.value)}
+
+
+@pytest.mark.parametrize("replayer", ["outsider", "member"])
+def test_a_members_signed_request_cannot_be_replayed_to_another_node(ids, replayer):
+    """Finding 9: whoever receives Bruno's signed request (an outsider he called, or another member) sends it on
+    to Ana within the minute it is fresh. The token named Bruno, the connection is the replayer's: refused."""
+    import asyncio
+
+    from hivemind.dht.routing import DHTID as _DHTID
+    from hivemind.proto import dht_pb2
+
+    members = listed(ids, "ana", "bruno", "carla")
+    with contextlib.ExitStack() as stack:
+        a = start(stack, ids["ana"], membership=members)
+        a.store("ana-private", "secret words", expires())
+        if replayer == "member":
+            r = start(stack, ids["carla"], membership=members, peers=maddrs(a))
+        else:
+            r = start(stack, peers=maddrs(a), authorized=False)
+        bruno = ad.SwarmAuthorizer(SWARM, SECRET, ids["bruno"].key, members)
+        request = dht_pb2.FindRequest(keys=[_DHTID.generate(source="ana-private").to_bytes()], peer=dht_pb2.NodeInfo())
+        asyncio.run(bruno.sign_request(request, None))  # what Bruno sent to the replayer
+        got = r.run_coroutine(functools.partial(_replay, str(a.peer_id), request.SerializeToString()))
+        assert not got["answered"], got
+        assert authorizer_stats(a).get("wrong_connection", 0) >= 1
+        assert a.get("ana-private", latest=True).value == "secret words"  # Ana herself still works
+
+
 SPAWNED = """
 import multiprocessing, os, sys, time
 from hivemind import DHT
 from hivemind.p2p import P2P
 from hivemind.utils.timed_storage import get_dht_time
 from potluck.core.swarm import admission as ad, membership as ms
+from potluck.core.swarm.signing import Signer
 
 
 async def read_stats(dht, node):  # runs inside the DHT process
@@ -193,7 +233,8 @@ if __name__ == "__main__":
         P2P.generate_identity(os.path.join(folder, name))
         keys.append(ad.load_identity(os.path.join(folder, name)))
     pids = [ad.peer_id_of(k.get_public_key()) for k in keys]
-    m = ms.add_member(ms.new_membership(swarm, pids[0], "a", 1.0), pids[1], "b", pids[0], 2.0)
+    owner = Signer.from_identity(os.path.join(folder, "a"))
+    m = ms.add_member(ms.new_membership(swarm, owner, "a", 1.0), pids[1], "b", owner, 2.0)
     a = b = None
     try:
         a = DHT(start=True, **ad.swarm_dht_kwargs(ad.SwarmAuthorizer(swarm, secret, keys[0], m),

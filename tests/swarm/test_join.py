@@ -31,8 +31,8 @@ REACH_BACK = ("/ip4/127.0.0.1/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmm
 @pytest.fixture
 def inviter(ids, potluck_home, no_keyring):
     store = SwarmStore()
-    info, _ = store.create_swarm("club", "org/model", "", creator_peer_id=ids["ana"].peer_id, creator_name="Ana")
-    node = SwarmNode(info, store.secret(info.swarm_id), Path(ids["ana"].path), ids["ana"].peer_id, store)
+    info, _ = store.create_swarm("club", "org/model", "", creator=ids["ana"].signer, creator_name="Ana")
+    node = SwarmNode(info, Path(ids["ana"].path), ids["ana"].peer_id, store)
     reached: list = [True]
     probe = lambda addrs: _async(list(addrs) if reached[0] else [])  # noqa: E731
     service = JoinService(node, lambda: ["/ip4/127.0.0.1/tcp/4000/p2p/" + ids["ana"].peer_id], probe=probe)
@@ -45,10 +45,22 @@ def _async(value):
     return done()
 
 
-def ask(service, peer_id, invite, *, credential=None, invite_id=None) -> Welcome:
+def ask(service, peer_id, invite, *, credential=None, invite_id=None, key=None) -> Welcome:
+    from potluck.core.swarm.signing import peer_id_of_key
+
+    key = key if key is not None else next((i.signer.public_key for i in _IDS.values() if i.peer_id == peer_id), "")
+    assert not key or peer_id_of_key(key) == peer_id
     request = JoinRequest(invite.swarm_id, invite_id or invite.invite_id, credential or invite.credential, "Bruno",
-                          REACH_BACK)
+                          REACH_BACK, key)
     return asyncio.run(service.decide(peer_id, request))
+
+
+_IDS: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _known_ids(ids):
+    _IDS.update(ids)
 
 
 def refused(service, peer_id, invite, **kw) -> JoinError:
@@ -61,14 +73,17 @@ def test_a_good_code_admits_once_and_hands_over_the_secret(ids, inviter):
     store, node, service, _ = inviter
     invite = store.create_invite(node.swarm_id, ("/ip4/127.0.0.1/tcp/4000/p2p/" + ids["ana"].peer_id,))
     welcome = ask(service, ids["bruno"].peer_id, invite)
-    assert welcome.secret == node.secret and welcome.swarm_name == "club" and welcome.bootstrap
+    assert welcome.secret == node.secret() and welcome.swarm_name == "club" and welcome.bootstrap
     wire = json.loads(json.dumps(welcome.to_message()))  # what travels is plain JSON
     got, membership = Welcome.from_message(wire, invite, ids["bruno"].peer_id)
-    assert got.secret == node.secret and ms.is_active_member(membership, ids["bruno"].peer_id)
-    assert membership.get(ids["bruno"].peer_id).added_by == ids["ana"].peer_id
+    assert got.secret == node.secret() and ms.is_active_member(membership, ids["bruno"].peer_id)
+    bruno = membership.get(ids["bruno"].peer_id)
+    assert (bruno.added_by, bruno.invite_id, bruno.key) == (ids["ana"].peer_id, invite.invite_id,
+                                                            ids["bruno"].signer.public_key)
     assert store.get(node.swarm_id).invites[0].uses_left == 0
+    assert store.get(node.swarm_id).invites[0].redeemed_by == (ids["bruno"].peer_id,)
     again = ask(service, ids["bruno"].peer_id, invite)  # the welcome was lost: the same PC asks again
-    assert again.secret == node.secret and service.stats["welcomed_again"] == 1
+    assert again.secret == node.secret() and service.stats["welcomed_again"] == 1
     error = refused(service, ids["carla"].peer_id, invite)  # someone else with the used code
     assert error.code == "used_up" and "already been used (1 of 1 joins)" in str(error)
 
@@ -99,7 +114,7 @@ def test_refusals_say_why(ids, inviter, case, code, message):
     elif case == "revoked":
         ask(service, ids["mallory"].peer_id, invite)
         store.save_membership(node.swarm_id, ms.revoke_member(store.membership(node.swarm_id),
-                                                              ids["mallory"].peer_id, ids["ana"].peer_id, time.time()))
+                                                              ids["mallory"].peer_id, ids["ana"].signer, time.time()))
     error = refused(service, ids["mallory"].peer_id, invite, **kw)
     assert error.code == code and message in str(error)
     if case != "revoked":
@@ -133,10 +148,11 @@ def test_a_welcome_is_checked(ids, inviter):
     invite = store.create_invite(node.swarm_id, ("/ip4/127.0.0.1/tcp/4000/p2p/" + ids["ana"].peer_id,))
     good = ask(service, ids["bruno"].peer_id, invite).to_message()
     tampered = json.loads(json.dumps(good))
-    tampered["membership"]["membership"]["members"][0]["name"] = "Eve"
+    tampered["membership"]["members"][0]["admission"]["name"] = "Eve"
     for message, who, expected in ((tampered, "bruno", "does not check out"), ({**good, "swarm_id": "0" * 16}, "bruno",
                                    "another swarm"), (good, "carla", "not on the member list"),
-                                   ({**good, "secret": "!!"}, "bruno", "secret")):
+                                   ({**good, "secret": "!!"}, "bruno", "secret"),
+                                   ({**good, "epoch": 2, "proof": "bm90IGEgcHJvb2Y="}, "bruno", "proof")):
         with pytest.raises(JoinError, match=expected):
             Welcome.from_message(message, invite, ids[who].peer_id)
 
@@ -201,30 +217,31 @@ def test_the_handler_answers_every_stream_in_json(ids, inviter):
 # ---- the pieces around it -----------------------------------------------------------------------------------------------
 def test_merge_offers_takes_lists_from_active_members_only(ids):
     a, b, c, m = (ids[n].peer_id for n in ("ana", "bruno", "carla", "mallory"))
-    base = ms.add_member(ms.new_membership("0123456789abcdef", a, "A", 1.0), b, "B", a, 2.0)
-    with_carla = ms.add_member(base, c, "C", a, 3.0)
-    carla_adds_mallory = ms.add_member(with_carla, m, "M", c, 4.0)
-    revoking_b = ms.revoke_member(base, b, a, 5.0)
+    sa, sb, sc = (ids[n].signer for n in ("ana", "bruno", "carla"))
+    base = ms.add_member(ms.new_membership("0123456789abcdef", sa, "A", 1.0), b, "B", sa, 2.0, key=sb.public_key)
+    with_carla = ms.add_member(base, c, "C", sa, 3.0, key=sc.public_key)
+    carla_adds_mallory = ms.add_member(with_carla, m, "M", sc, 4.0)
+    revoking_b = ms.revoke_member(base, b, sa, 5.0)
     # Carla's list is only accepted once Ana's list (which names Carla) is in: order does not matter
     merged = merge_offers(base, [(c, carla_adds_mallory), (a, with_carla)])
     assert ms.is_active_member(merged, m)
     assert not ms.is_active_member(merge_offers(base, [(c, carla_adds_mallory)]), m)  # Carla unknown yet
     after = merge_offers(base, [(a, revoking_b)])
     assert not ms.is_active_member(after, b)
-    assert merge_offers(after, [(b, ms.add_member(base, m, "M", b, 6.0))]) == after  # a revoked sender is ignored
-    other = ms.new_membership("fedcba9876543210", m, "M", 1.0)
+    assert merge_offers(after, [(b, ms.add_member(base, m, "M", sb, 6.0))]) == after  # a revoked sender is ignored
+    other = ms.new_membership("fedcba9876543210", ids["mallory"].signer, "M", 1.0)
     assert merge_offers(base, [(a, other)]) == base  # another swarm's list
 
 
 def test_member_check_follows_the_store(ids, potluck_home, no_keyring):
     store = SwarmStore()
-    info, _ = store.create_swarm("s", "m", "", creator_peer_id=ids["ana"].peer_id)
+    info, _ = store.create_swarm("s", "m", "", creator=ids["ana"].signer)
     store.save_membership(info.swarm_id, ms.add_member(store.membership(info.swarm_id), ids["bruno"].peer_id, "B",
-                                                       ids["ana"].peer_id, 1.0))
+                                                       ids["ana"].signer, 1.0))
     admit = MemberCheck(info.swarm_id, store, refresh_seconds=0.2)
     assert admit(ids["bruno"].peer_id) and not admit(ids["mallory"].peer_id)
     store.save_membership(info.swarm_id, ms.revoke_member(store.membership(info.swarm_id), ids["bruno"].peer_id,
-                                                          ids["ana"].peer_id, 2.0))
+                                                          ids["ana"].signer, 2.0))
     time.sleep(0.25)
     assert not admit(ids["bruno"].peer_id) and admit.refused == 2
     assert not MemberCheck("0" * 16, store)(ids["ana"].peer_id)  # no such swarm: no one
@@ -345,7 +362,7 @@ def test_invite_show_join_round_trip_with_potluck_processes(tmp_path, tiny_model
     try:
         nodes.append(Node(ana, "serve", "--swarm", "club", "--host", "127.0.0.1", "--blocks", "0:2",
                           "--membership-period", "1").wait_ready())
-        made = potluck(ana, "invite", "create", "--expires", "1h", "--uses", "1")
+        made = potluck(ana, "invite", "create", "--expires", "1h", "--uses", "1", "--this-pc-only")
         assert made.returncode == 0, made.stderr
         code = made.stdout.strip()
         assert code.startswith("potluck-") and "\n" not in code and "for 1 join(s)" in made.stderr

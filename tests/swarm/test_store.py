@@ -12,11 +12,13 @@ from potluck.core.secrets import SecretNotFound
 from potluck.core.swarm import membership as ms
 from potluck.core.swarm.codec import b58encode as _b58encode
 from potluck.core.swarm.invite import decode_invite, encode_invite
+from potluck.core.swarm.signing import Signer
 from potluck.core.swarm.store import RedeemError, StoreError, SwarmNotFound, SwarmStore, parse_duration
 
 NOW = 1_790_000_000.0
-ANA = _b58encode(b"\x12\x20" + hashlib.sha256(b"ana").digest())
-BRUNO = _b58encode(b"\x12\x20" + hashlib.sha256(b"bruno").digest())
+KEYS = {name: Signer.generate(1024) for name in ("ana", "bruno")}  # 1024 bits: quick, and signatures check the same
+ANA, BRUNO = KEYS["ana"].peer_id, KEYS["bruno"].peer_id
+CARLA = _b58encode(b"\x12\x20" + hashlib.sha256(b"carla").digest())
 BOOT = (f"/ip4/100.101.1.1/tcp/31337/p2p/{ANA}",)
 
 
@@ -37,7 +39,7 @@ def test_create_list_get(store, potluck_home):
 
 
 def test_secret_never_reaches_the_json(store):
-    info, _ = store.create_swarm("s", "m", "", creator_peer_id=ANA, creator_name="Ana", now=NOW)
+    info, _ = store.create_swarm("s", "m", "", creator=KEYS["ana"], creator_name="Ana", now=NOW)
     secret = store.secret(info.swarm_id)
     text = store.path.read_text()
     for form in (secret.hex(), base64.urlsafe_b64encode(secret).decode(), base64.b64encode(secret).decode()):
@@ -143,25 +145,75 @@ def test_old_expired_invites_are_pruned(store):
 
 
 def test_membership_is_signed_merged_and_checked(store):
-    info, _ = store.create_swarm("s", "m", "", creator_peer_id=ANA, creator_name="Ana", now=NOW)
+    info, _ = store.create_swarm("s", "m", "", creator=KEYS["ana"], creator_name="Ana", now=NOW)
     m = store.membership(info.swarm_id)
-    assert [x.peer_id for x in m.members] == [ANA]
-    with_bruno = ms.add_member(m, BRUNO, "Bruno", ANA, NOW + 1)
-    store.save_membership(info.swarm_id, ms.revoke_member(with_bruno, BRUNO, ANA, NOW + 2))
+    assert [x.peer_id for x in m.members] == [ANA] and m.owner == ANA
+    with_bruno = ms.add_member(m, BRUNO, "Bruno", KEYS["ana"], NOW + 1)
+    store.save_membership(info.swarm_id, ms.revoke_member(with_bruno, BRUNO, KEYS["ana"], NOW + 2))
     stored = store.save_membership(info.swarm_id, with_bruno)  # a stale copy cannot undo the revocation
     assert stored.get(BRUNO).revoked and store.membership(info.swarm_id) == stored
     raw = json.loads(store.path.read_text())
-    raw["swarms"][0]["membership"]["membership"]["members"][1]["revoked_at"] = None
+    raw["swarms"][0]["membership"]["members"][1]["admission"]["name"] = "Mallory"  # edited on disk: no longer signed
     store.path.write_text(json.dumps(raw))
-    with pytest.raises(ms.MembershipError, match="changed"):
+    assert [x.peer_id for x in store.membership(info.swarm_id).members] == [ANA]  # the edited entry is dropped
+    raw["swarms"][0]["membership"]["members"][0]["admission"]["name"] = "Mallory"
+    store.path.write_text(json.dumps(raw))
+    with pytest.raises(ms.MembershipError, match="owner's entry"):
         store.membership(info.swarm_id)
+
+
+def test_a_format_1_list_is_still_read(store):
+    """Lists stored before they were signed by members (HMAC'd with the swarm secret) still open."""
+    import hmac
+
+    info, _ = store.create_swarm("s", "m", "", now=NOW)
+    body = {"format": 1, "swarm_id": info.swarm_id, "version": 1, "members": [
+        {"peer_id": ANA, "name": "Ana", "added_by": "", "added_at": NOW, "revoked_at": None, "revoked_by": ""}]}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    mac = hmac.new(ms.subkey(store.secret(info.swarm_id), "membership"), canonical, hashlib.sha256).hexdigest()
+    raw = json.loads(store.path.read_text())
+    raw["swarms"][0]["membership"] = {"membership": body, "hmac": mac}
+    store.path.write_text(json.dumps(raw))
+    old = store.membership(info.swarm_id)
+    assert old.legacy and old.owner == ANA
+    assert store.save_membership(info.swarm_id, ms.migrate(old, KEYS["ana"])).owner == ANA  # the owner re-signs
+    assert not store.membership(info.swarm_id).legacy
+
+
+def test_invites_record_who_made_and_used_them_and_revocation_cancels_them(store):
+    info, _ = store.create_swarm("s", "m", "", creator=KEYS["ana"], now=NOW)
+    mine = store.create_invite(info.swarm_id, BOOT, max_uses=None, now=NOW, created_by=ANA)
+    theirs = store.create_invite(info.swarm_id, BOOT, max_uses=None, now=NOW, created_by=CARLA)
+    other = store.create_invite(info.swarm_id, BOOT, max_uses=None, now=NOW, created_by=ANA)
+    store.redeem(mine.invite_id, mine.credential, now=NOW + 1, peer_id=BRUNO)
+    assert store.get(info.swarm_id).invites[0].redeemed_by == (BRUNO,)
+    assert SwarmStore(store.path).get(info.swarm_id).invites[0].redeemed_by == (BRUNO,)  # kept on disk
+    assert store.cancel_invites_of(info.swarm_id, [BRUNO, CARLA]) == 2  # used by Bruno, made by Carla
+    assert [r.cancelled for r in store.get(info.swarm_id).invites] == [True, True, False]
+    assert store.cancel_invites_of(info.swarm_id, [BRUNO, CARLA]) == 0
+    with pytest.raises(RedeemError, match="cancelled"):
+        store.redeem(theirs.invite_id, theirs.credential, now=NOW + 2)
+    assert store.cancel_invites_of(info.swarm_id, [], [other.invite_id]) == 1
+
+
+def test_a_newer_secret_replaces_the_old_one_never_an_older(store):
+    info, _ = store.create_swarm("s", "m", "", creator=KEYS["ana"], now=NOW)
+    assert (info.secret_epoch, info.secret_covers) == (0, 0)
+    store.set_secret(info.swarm_id, b"n" * 32, 1, "proof", covers=1, now=NOW + 5)
+    after = store.get(info.swarm_id)
+    assert store.secret(info.swarm_id) == b"n" * 32 and (after.secret_epoch, after.secret_proof,
+                                                         after.secret_covers, after.secret_since) == (1, "proof", 1, NOW + 5)
+    with pytest.raises(StoreError, match="not newer"):
+        store.set_secret(info.swarm_id, b"o" * 32, 1, "proof")
+    assert store.secret(info.swarm_id) == b"n" * 32
 
 
 def test_joined_swarm_is_remembered_with_its_secret(store):
     invite = decode_invite(encode_invite(_foreign_invite()), now=NOW)
     secret = b"j" * 32
-    m = ms.add_member(ms.new_membership(invite.swarm_id, ANA, "Ana", NOW), BRUNO, "Bruno", ANA, NOW)
-    info, where = store.add_joined_swarm(invite, secret, membership=m, now=NOW)
+    m = ms.add_member(ms.new_membership(invite.swarm_id, KEYS["ana"], "Ana", NOW), BRUNO, "Bruno", KEYS["ana"], NOW)
+    info, where = store.add_joined_swarm(invite, secret, membership=m, epoch=3, proof="p", now=NOW)
+    assert (info.secret_epoch, info.secret_proof) == (3, "p")
     assert (info.created_here, info.bootstrap, info.name) == (False, BOOT, "Their swarm")
     assert store.secret(invite.swarm_id) == secret and store.membership(invite.swarm_id) == m
     assert where.kind == "file"

@@ -226,6 +226,12 @@ class Family:
             layers.append(load_state(layer, self.block_state(tensors, prefix), dtype, self.keep_float32, prefix))
         return BlockStack(self, config, start, end, layers)
 
+    def quantize_experts(self, layer: nn.Module, precision) -> int:
+        """Store a built decoder layer's stacked experts at `precision` (int8/int4), in place, after the loader's
+        `quantize_module` took its nn.Linear layers; returns how many expert modules were replaced. Families with
+        experts override this with their layout (see experts.py); dense families have none to replace."""
+        return 0
+
     def block_tensor_names(self, weight_names: list[str], index: int) -> list[str]:
         prefix = self.layer_prefix(weight_names, index)
         return [n for n in weight_names if n.startswith(prefix)]

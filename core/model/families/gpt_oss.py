@@ -12,6 +12,7 @@ import torch
 
 from potluck.core.model.families.base import strip_prefix
 from potluck.core.model.families.decoder import DecoderFamily
+from potluck.core.model.families.experts import GPT_OSS, quantize_layer_experts
 from potluck.core.model.families.shapes import ROUTER, WeightShape, attention_weights, norm_weights, stacked_experts
 
 # the 16 values of a 4-bit e2m1 float, by code (sign bit 3)
@@ -50,6 +51,9 @@ class GptOssFamily(DecoderFamily):
             if f"{name}_blocks" in state:
                 state[name] = mxfp4_to_float(state.pop(f"{name}_blocks"), state.pop(f"{name}_scales"))
         return state
+
+    def quantize_experts(self, layer, precision):
+        return quantize_layer_experts(layer, precision, GPT_OSS)
 
     def block_weights(self, config, index):
         hidden, experts, bias = config.hidden_size, config.num_local_experts, bool(config.attention_bias)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from potluck.core.model.families.base import merge_experts, strip_prefix
 from potluck.core.model.families.decoder import DecoderFamily
+from potluck.core.model.families.experts import CONCATENATED_GATED, quantize_layer_experts
 from potluck.core.model.families.shapes import ROUTER, WeightShape, attention_weights, norm_weights, stacked_experts
 
 
@@ -18,6 +19,9 @@ class MixtralFamily(DecoderFamily):
         # published checkpoints name the sparse block `block_sparse_moe` and each expert's w1 (gate), w3 (up), w2 (down)
         state = {name.replace("block_sparse_moe.", "mlp.", 1): t for name, t in strip_prefix(tensors, prefix).items()}
         return merge_experts(state, source="mlp.experts.", gate="w1", up="w3", down="w2")
+
+    def quantize_experts(self, layer, precision):
+        return quantize_layer_experts(layer, precision, CONCATENATED_GATED)
 
     def block_weights(self, config, index):
         hidden, experts = config.hidden_size, config.num_local_experts

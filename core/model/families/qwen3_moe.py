@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from potluck.core.model.families.base import merge_experts, strip_prefix
 from potluck.core.model.families.decoder import DecoderFamily
+from potluck.core.model.families.experts import CONCATENATED_GATED, quantize_layer_experts
 from potluck.core.model.families.shapes import (
     ROUTER,
     WeightShape,
@@ -29,6 +30,9 @@ class Qwen3MoeFamily(DecoderFamily):
     def block_state(self, tensors, prefix):
         # published checkpoints hold one tensor per expert and projection: stack them as the layer does
         return merge_experts(strip_prefix(tensors, prefix), source="mlp.experts.", gate="gate_proj", up="up_proj", down="down_proj")
+
+    def quantize_experts(self, layer, precision):
+        return quantize_layer_experts(layer, precision, CONCATENATED_GATED)
 
     def block_weights(self, config, index):
         bias, hidden = bool(config.attention_bias), config.hidden_size

@@ -95,7 +95,8 @@ def active_parameters(weights: Iterable[WeightShape]) -> int:
     return sum(w.active_parameters for w in weights)
 
 
-QUANTIZED_KINDS = frozenset({ATTENTION, MLP})  # what the loader quantizes today: the blocks' nn.Linear layers
+# what the loader quantizes: the blocks' nn.Linear layers and their stacked experts (routers, norms, biases stay float)
+QUANTIZED_KINDS = frozenset({ATTENTION, MLP, EXPERTS})
 
 
 def weight_bytes(weights: Iterable[WeightShape], element_bytes: int, *, active_only: bool = False,

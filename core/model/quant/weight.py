@@ -22,7 +22,12 @@ import torch
 
 from potluck.core.model.quant import native
 from potluck.core.model.quant.format import (
-    FORMAT_TAG, GROUP_SIZE, TILE_OUTPUTS, Precision, parse_precision, quantized_bytes,
+    FORMAT_TAG,
+    GROUP_SIZE,
+    TILE_OUTPUTS,
+    Precision,
+    parse_precision,
+    quantized_bytes,
 )
 from potluck.core.model.quant.packing import dequantize, pack, quantize_levels
 from potluck.core.model.quant.reference import reference_matmul
