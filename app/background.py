@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 
@@ -41,8 +42,15 @@ def run_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None], on_
 
     def finish(callback: Callable[[Any], None], value: Any) -> None:
         _in_flight.discard(carrier)
-        callback(value)
+        if receiver_alive(callback):  # the window that asked may have closed while the job ran
+            callback(value)
 
     carrier.succeeded.connect(lambda result: finish(on_done, result))
     carrier.failed.connect(lambda exc: finish(on_error, exc))
     QThreadPool.globalInstance().start(_Job(fn, carrier))
+
+
+def receiver_alive(callback: Callable[..., Any]) -> bool:
+    """False when callback is a method of a Qt object whose C++ side is already deleted."""
+    owner = getattr(callback, "__self__", None)
+    return not isinstance(owner, QObject) or shiboken6.isValid(owner)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from potluck.core.model.catalog import PRECISIONS as QUANTS
 from potluck.core.node.rules import RulesError, parse_rules
 
 CONFIG_VERSION = 1
@@ -42,6 +43,7 @@ class ConfigKey(str, enum.Enum):
     RULES = "rules"
     API_ENABLED = "api_enabled"
     API_PORT = "api_port"
+    QUANT = "quant"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class AppConfig:
     rules: dict = field(default_factory=dict)  # serving rules, as core/node/rules.parse_rules reads them
     api_enabled: bool = False  # "Let apps on this PC use the swarm": an OpenAI-style API on 127.0.0.1
     api_port: int = 8000
+    quant: str = "none"  # the weight precision of a swarm this PC starts: none (the checkpoint's own), int8, int4
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, SwarmMode):
@@ -73,6 +76,8 @@ class AppConfig:
             parse_rules(self.rules)
         except RulesError as exc:
             raise ConfigError(f"serving rules: {exc}") from None
+        if self.quant not in QUANTS:
+            raise ConfigError(f"precision must be one of {', '.join(QUANTS)}")
         if isinstance(self.api_port, bool) or not isinstance(self.api_port, int) or not 0 < self.api_port < 65536:
             raise ConfigError("the API port must be a number from 1 to 65535")
 
@@ -95,6 +100,7 @@ class AppConfig:
             (ConfigKey.MODEL, str), (ConfigKey.SWARM_NAME, str), (ConfigKey.SWARM_ID, str), (ConfigKey.PC_NAME, str),
             (ConfigKey.MEMORY_CAP_GIB, float), (ConfigKey.START_ON_LOGIN, bool), (ConfigKey.LOG_DIR, str),
             (ConfigKey.RULES, dict), (ConfigKey.API_ENABLED, bool), (ConfigKey.API_PORT, int),
+            (ConfigKey.QUANT, str),
         ):
             if key.value not in data:
                 continue
@@ -122,6 +128,7 @@ class AppConfig:
             "rules": dict(self.rules),
             "api_enabled": self.api_enabled,
             "api_port": self.api_port,
+            "quant": self.quant,
         }
 
 

@@ -1,8 +1,11 @@
 """Dashboard: what this PC gives the swarm (blocks, tokens, sessions, uptime, traffic, memory, speed), the swarm's
-health (coverage strip, members), "you gave / you used", and why the node chose its number of blocks.
+health (coverage strip, members with when they were last seen), "you gave / you used", the last two weeks as
+charts, a progress bar while the model downloads and loads, and why the node chose its number of blocks.
 
-It reads only what the node reports (stats, sizing, state events), so it never blocks; a failed node shows its
-reason, the log tail and a Try again button.
+Honest numbers: "gave" counts only tokens served for other members (never this PC's own chats); the speed is the
+tokens this PC's blocks processed per second over the last minute; memory is what the node process really holds,
+with what its blocks take. It reads only what the node reports (stats, sizing, state, progress and history
+events), so it never blocks; a failed node shows its reason, the log tail and a Try again button.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from PySide6.QtWidgets import (
 from potluck.app import theme
 from potluck.app.coverage_strip import CoverageStrip, coverage_summary
 from potluck.app.formatting import block_range, format_bytes, format_count, format_duration, status_line
+from potluck.app.history_view import HistorySection
 from potluck.app.icons import IconSet
+from potluck.app.load_progress import LoadProgress
 from potluck.app.members_table import MembersTable
 from potluck.app.node_process import NodeProcess
 from potluck.app.stat_card import StatCard, card_frame, label, set_role
@@ -34,15 +39,38 @@ WAITING_TEXT = "Waiting for the node's first report…"
 
 
 def gave_used_text(stats: Stats) -> tuple[str, str]:
-    gave, used = stats.tokens_served, stats.tokens_used
+    """Tokens served for other members / tokens this PC's chats used, and how they compare (no ratio by zero)."""
+    gave, used = stats.tokens_for_others, stats.tokens_used
     value = f"{format_count(gave)} / {format_count(used)}"
-    if used == 0:
-        sub = "tokens served for others / used by your chats"
+    if not gave and not used:
+        sub = "tokens served for friends / used by your chats"
+    elif not used:
+        sub = "all of it for friends so far"
+    elif not gave:
+        sub = "nothing served for friends yet"
     elif gave >= used:
         sub = f"you gave {gave / used:.1f}× what you used"
     else:
-        sub = f"you used {used / max(gave, 1):.1f}× what you gave"
+        sub = f"you used {used / gave:.1f}× what you gave"
     return value, sub
+
+
+def memory_text(stats: Stats) -> str:
+    """The line under the memory figure: what of it the blocks and the chat hold, and what is still free."""
+    parts = [f"blocks {format_bytes(stats.memory_blocks_bytes)}" if stats.memory_blocks_bytes else "",
+             f"chat {format_bytes(stats.memory_chat_bytes)}" if stats.memory_chat_bytes else "",
+             f"{format_bytes(stats.memory_free_bytes)} free"]
+    return " · ".join(p for p in parts if p)
+
+
+def speed_text(stats: Stats) -> tuple[str, str, str]:
+    """(figure, line under it, tooltip) for the speed card: the last minute's rate, and what one pass can do."""
+    tooltip = ("Tokens this PC's blocks processed per second, averaged over the last minute (for friends and for "
+               "your own chats).")
+    if stats.throughput_tokens_per_second:
+        tooltip += (f" One pass through this PC's blocks takes about {1 / stats.throughput_tokens_per_second:.3f} s: "
+                    f"up to {stats.throughput_tokens_per_second:.0f} tokens per second for one conversation.")
+    return f"{stats.served_tokens_per_second:.1f}", "tokens per second, last minute", tooltip
 
 
 def sizing_numbers_text(sizing: Sizing) -> str:
@@ -80,6 +108,7 @@ class Dashboard(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the content follows the width
         outer.addWidget(scroll)
         content = QWidget()
         scroll.setWidget(content)
@@ -89,8 +118,12 @@ class Dashboard(QWidget):
 
         layout.addLayout(self._build_header(open_chat, invite_friend, open_settings, open_swarm))
         layout.addWidget(self._build_failure_panel())
+        self.load_progress = LoadProgress(node)
+        layout.addWidget(self.load_progress)
         layout.addLayout(self._build_cards())
         layout.addWidget(self._build_swarm_section())
+        self.history = HistorySection(node)
+        layout.addWidget(self.history)
         layout.addWidget(self._build_sizing_section())
         layout.addStretch(1)
 
@@ -156,8 +189,8 @@ class Dashboard(QWidget):
         grid = QGridLayout()
         grid.setSpacing(theme.SPACING_PX)
         titles = {
-            "blocks": "Blocks hosted", "tokens": "Tokens served", "sessions": "Conversations served",
-            "uptime": "Time serving", "traffic": "Sent / received", "memory": "Memory",
+            "blocks": "Blocks hosted", "tokens": "Tokens served for friends", "sessions": "Conversations served",
+            "uptime": "Time serving", "traffic": "Sent / received", "memory": "Memory held",
             "throughput": "Speed", "gave_used": "You gave / you used",
         }
         self.cards = {key: StatCard(title) for key, title in titles.items()}
@@ -203,12 +236,18 @@ class Dashboard(QWidget):
         hosted = stats.end_block > stats.start_block
         c["blocks"].set_value(block_range(stats.start_block, stats.end_block) if hosted else "None",
                               f"of {stats.total_blocks} blocks" if stats.total_blocks else "")
-        c["tokens"].set_value(format_count(stats.tokens_served))
+        c["tokens"].set_value(format_count(stats.tokens_for_others),
+                              f"{format_count(stats.tokens_served)} in all, with your own chats")
         c["sessions"].set_value(format_count(stats.sessions_served), f"{stats.active_sessions} running now")
         c["uptime"].set_value(format_duration(stats.uptime_seconds))
-        c["traffic"].set_value(f"{format_bytes(stats.bytes_up)} / {format_bytes(stats.bytes_down)}")
-        c["memory"].set_value(format_bytes(stats.memory_used_bytes), f"{format_bytes(stats.memory_free_bytes)} still free")
-        c["throughput"].set_value(f"{stats.throughput_tokens_per_second:.1f}", "tokens per second")
+        c["traffic"].set_value(f"{format_bytes(stats.bytes_up)} / {format_bytes(stats.bytes_down)}",
+                               f"{format_bytes(stats.month_bytes_up)} sent this month")
+        c["memory"].set_value(format_bytes(stats.memory_used_bytes), memory_text(stats))
+        c["memory"].setToolTip("What the node process holds in RAM, and of it what the hosted blocks' weights and the "
+                               "chat's own model parts (loaded by the first chat, kept while paused) take.")
+        figure, sub, tooltip = speed_text(stats)
+        c["throughput"].set_value(figure, sub)
+        c["throughput"].setToolTip(tooltip)
         c["gave_used"].set_value(*gave_used_text(stats))
         self.coverage_strip.set_coverage(stats.coverage, stats.start_block, stats.end_block)
         self.coverage_label.setText(coverage_summary(stats.coverage))

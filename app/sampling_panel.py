@@ -1,5 +1,5 @@
-"""SamplingPanel: the chat's generation settings (length, temperature, top-p, top-k, repetition penalty, seed),
-kept in QSettings between runs."""
+"""SamplingPanel: the chat's generation settings (length, temperature, top-p, top-k, repetition penalty, seed,
+guessing ahead, private chats), kept in QSettings between runs."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ class SamplingSettings:
     top_k: int = 50  # 0 = no cut
     repetition_penalty: float = 1.0  # 1 = none
     seed: int | None = None  # None = different each time
+    guess_ahead: bool = True  # speculative decoding by prompt lookup: the same replies in fewer trips
+    private: bool = False  # the first and last blocks on this PC: friends see no words of the chat
 
     @classmethod
     def from_json(cls, data: object) -> "SamplingSettings":
@@ -43,6 +45,8 @@ class SamplingSettings:
             expected = getattr(defaults, f.name)
             if f.name == "seed":
                 ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+            elif isinstance(expected, bool):
+                ok = isinstance(value, bool)
             else:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool)
                 value = type(expected)(value) if ok else expected
@@ -70,6 +74,13 @@ class SamplingPanel(QFrame):
         self.fixed_seed = QCheckBox("Same seed every time")
         self.seed = self._spin(QSpinBox(), 0, 2**31 - 1, 1)
         self.fixed_seed.toggled.connect(self.seed.setEnabled)
+        self.guess_ahead = QCheckBox("Guess ahead (faster, same replies)")
+        self.guess_ahead.setToolTip("Guesses the next words from the conversation and lets the swarm check several "
+                                    "at once: fewer trips through friends' PCs")
+        self.private = QCheckBox("Private: first and last blocks on this PC")
+        self.private.setToolTip("Friends' PCs never see the words you type or the reply's choices, only the "
+                                "model's inner numbers, which a determined friend can still partly read back. "
+                                "Uses more memory and time on this PC.")
         form.addRow("Longest reply (tokens)", self.max_new_tokens)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top-p", self.top_p)
@@ -77,6 +88,8 @@ class SamplingPanel(QFrame):
         form.addRow("Repetition penalty", self.repetition_penalty)
         form.addRow(self.fixed_seed)
         form.addRow("Seed", self.seed)
+        form.addRow(self.guess_ahead)
+        form.addRow(self.private)
         layout.addLayout(form)
         hint = "Lower temperature gives steadier answers; 0 always picks the most likely word."
         layout.addWidget(label(hint, "muted", wrap=True))
@@ -101,6 +114,8 @@ class SamplingPanel(QFrame):
         self.fixed_seed.setChecked(values.seed is not None)
         self.seed.setEnabled(values.seed is not None)
         self.seed.setValue(values.seed or 0)
+        self.guess_ahead.setChecked(values.guess_ahead)
+        self.private.setChecked(values.private)
 
     def values(self) -> SamplingSettings:
         return SamplingSettings(
@@ -110,6 +125,8 @@ class SamplingPanel(QFrame):
             top_k=self.top_k.value(),
             repetition_penalty=round(self.repetition_penalty.value(), 4),
             seed=self.seed.value() if self.fixed_seed.isChecked() else None,
+            guess_ahead=self.guess_ahead.isChecked(),
+            private=self.private.isChecked(),
         )
 
     def save(self) -> None:

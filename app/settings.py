@@ -1,4 +1,5 @@
-"""SettingsWindow: the model, the memory cap, start on login and the log folder.
+"""SettingsWindow: the model, the memory cap, start on login, the log folder, when this PC serves (the serving
+rules: idle, battery, schedule, upload cap, CPU threads) and whether apps on this PC may use the swarm.
 
 Saving validates first and shows problems inline; nothing is written unless everything is valid. `on_save`
 receives the new AppConfig (the app writes it to disk and tells the node); start on login is applied here through
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 from potluck.app import theme
 from potluck.app.autostart import Autostart
 from potluck.app.config_store import AppConfig, ConfigError, SwarmMode
+from potluck.app.rules_panel import RulesPanel
 from potluck.app.stat_card import label
 from potluck.app.ui_state import UiKey, restore_geometry, save_geometry
 from potluck.app.wizard import model_problem
@@ -54,7 +56,7 @@ class SettingsWindow(QDialog):
         self._settings = settings
         self._default_log_dir = default_log_dir
         self.setWindowTitle("Potluck — Settings")
-        self.resize(620, 420)
+        self.resize(660, 860)
         restore_geometry(settings, UiKey.SETTINGS_GEOMETRY, self)
 
         layout = QVBoxLayout(self)
@@ -102,6 +104,8 @@ class SettingsWindow(QDialog):
         if secrets_where:  # where the swarm's key really is (the app asks core/secrets.py, or the node)
             form.addRow("", label(f"The swarm's key is kept in {secrets_where}.", "muted", wrap=True))
         layout.addLayout(form)
+        self.rules_panel = RulesPanel(config.rules, config.api_enabled, config.api_port)
+        layout.addWidget(self.rules_panel)
 
         self.error_label = label("", "error", wrap=True)
         self.error_label.setVisible(False)
@@ -144,9 +148,15 @@ class SettingsWindow(QDialog):
         if log_dir_text and not Path(log_dir_text).expanduser().is_absolute():
             self._show_error("The log folder must be a full path, like /home/you/potluck-logs.")
             return
+        if self.rules_panel.problem():
+            self._show_error(self.rules_panel.problem())
+            return
         try:
             new_config = self._config.with_values(model=model, memory_cap_gib=round(self.memory_cap.value(), 1),
-                                                  start_on_login=self.start_on_login.isChecked(), log_dir=log_dir_text)
+                                                  start_on_login=self.start_on_login.isChecked(), log_dir=log_dir_text,
+                                                  rules=self.rules_panel.rules(),
+                                                  api_enabled=self.rules_panel.api_enabled.isChecked(),
+                                                  api_port=self.rules_panel.api_port.value())
         except ConfigError as exc:
             self._show_error(str(exc))
             return

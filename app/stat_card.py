@@ -34,7 +34,7 @@ class StatCard(QFrame):
         layout.setSpacing(2)
         self.title_label = label(title, "muted")
         self.value_label = label("—", "figure")
-        self.sub_label = label("", "muted")
+        self.sub_label = label("", "muted", wrap=True)  # never wider than its card: the grid keeps its columns
         for widget in (self.title_label, self.value_label, self.sub_label):
             layout.addWidget(widget)
         layout.addStretch(1)

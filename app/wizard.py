@@ -37,7 +37,9 @@ from potluck.app.join_form import (  # noqa: F401  (re-exported: the app and its
     invite_summary,
     real_invite_decoder,
 )
-from potluck.app.model_choice import ModelPicker, model_problem  # noqa: F401  (model_problem: settings.py uses it)
+from potluck.app.load_progress import LoadProgress
+from potluck.app.model_catalog import ModelCatalog
+from potluck.app.model_choice import ModelPicker, builtin_model, model_problem  # noqa: F401  (settings.py uses them)
 from potluck.app.node_process import NodeProcess
 from potluck.app.stat_card import card_frame, label, set_role
 from potluck.app.tailscale_help import Probe, TailscalePanel
@@ -102,10 +104,11 @@ class CreatePage(QWizardPage):
         layout.setSpacing(10)
         form = QFormLayout()
         form.setSpacing(10)
-        self.model_picker = ModelPicker()
+        self.catalog = ModelCatalog(builtin_installed=bool(builtin_model()))
+        self.model_picker = self.catalog.picker  # "another model": a hub id, a folder or a .gguf file
         self.model_edit = self.model_picker.edit
         self.model_error = self.model_picker.problem_label
-        form.addRow("Model", self.model_picker)
+        form.addRow("Model", self.catalog)
         self.swarm_name_edit = QLineEdit()
         self.swarm_name_edit.setPlaceholderText("Friday night LLM")
         self.swarm_name_edit.setMaxLength(64)
@@ -118,14 +121,14 @@ class CreatePage(QWizardPage):
         self.tailscale = TailscalePanel(tailscale_probe)
         layout.addWidget(self.tailscale)
         layout.addStretch(1)
-        self.model_picker.changed.connect(self.completeChanged.emit)
+        self.catalog.changed.connect(self.completeChanged.emit)
 
     def initializePage(self) -> None:
         if self.tailscale.report is None:
             self.tailscale.check()
 
     def isComplete(self) -> bool:
-        return not self.model_picker.problem()
+        return not self.catalog.problem()
 
     def nextId(self) -> int:
         return PAGE_READY
@@ -176,6 +179,8 @@ class ReadyPage(QWizardPage):
         self.back_button.clicked.connect(lambda: self.wizard().back())
         self.back_button.setVisible(False)
         layout.addWidget(self.back_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.load_progress = LoadProgress(node)  # downloading and loading the model, in bytes and blocks
+        layout.addWidget(self.load_progress)
         self.sizing_frame, card = card_frame()
         card.addWidget(label("Why this many blocks", "title"))
         self.sizing_label = label("Working out how many blocks this PC can host…", "", wrap=True)
@@ -247,7 +252,7 @@ class FirstRunWizard(QWizard):
         if start_page == PAGE_CREATE:
             self.welcome.create_button.setChecked(True)
         self.setStartId(start_page)
-        self.resize(720, 600)
+        self.resize(760, 700)
 
     def set_logo(self, icon) -> None:
         self.setPixmap(QWizard.WizardPixmap.LogoPixmap, icon.pixmap(56, 56))
@@ -255,7 +260,7 @@ class FirstRunWizard(QWizard):
     def chosen_config(self) -> tuple[AppConfig, str | None]:
         if self.welcome.create_button.isChecked():
             page = self.create_page
-            config = AppConfig(mode=SwarmMode.CREATE, model=page.model_picker.text(),
+            config = AppConfig(mode=SwarmMode.CREATE, model=page.catalog.model(), quant=page.catalog.quant(),
                                swarm_name=page.swarm_name_edit.text().strip(), pc_name=page.pc_name_edit.text().strip())
             return config, None
         form = self.join_page.form

@@ -1,25 +1,29 @@
 """What one block costs per decoded token, dense and mixture-of-experts, and what that means for a 120B swarm.
 
     python bench/bench_blocks.py                  # measure (about 4-6 minutes), then print the plan
+    python bench/bench_blocks.py --wide           # also a block at gpt-oss-120b's own width (the plan then uses it)
     python bench/bench_blocks.py --plan-only      # only the plan, at --bandwidth-gbps (default 40)
     python bench/bench_blocks.py --quick          # fewer steps, float32 / int8 / int4 only (about 2 minutes)
-    python bench/bench_blocks.py --quick --reps 3 --threads 1   # steadier on a busy machine
-    python bench/bench_blocks.py --quick --block gpt-oss   # only the blocks whose name contains "gpt-oss"
+    python bench/bench_blocks.py --quick --reps 5 --threads 1   # steadier on a busy machine
+    python bench/bench_blocks.py --quick --block gpt-oss        # only the blocks whose name contains "gpt-oss"
 
 Measured here: the machine's memory read bandwidth (sum over a 1 GiB float32 tensor), and the single-token decode
-time of one block at hidden 1024 with 256 tokens of context, for a dense Llama-like block and for gpt-oss-like and
-Qwen3-MoE-like blocks (the published models' expert counts, top-k and width ratios, scaled to hidden 1024), in
-float32 and bfloat16, with transformers' default expert kernel (grouped_mm) and its eager loop, and quantized as
-`load_blocks(quant=...)` does it (int8 / int4 linear layers and experts, `potluck` expert loop; the rest float32).
-Each figure is the median of the per-step times; "x fp32" divides it by the float32 block's (grouped_mm) in the same
-run. "GB/s eff." is the bytes one token reads in the block (attention + router + top-k experts, at the block's
-precision) divided by that time: how close a block comes to the bandwidth bound the plan assumes.
+time of one block with 256 tokens of context: a dense Llama-like block and gpt-oss-like and Qwen3-MoE-like blocks
+(the published models' expert counts, top-k and width ratios, scaled to hidden 1024; `--wide` adds one at
+gpt-oss-120b's own width), in float32 and bfloat16 with transformers' default expert kernel (grouped_mm) and its
+eager loop, and quantized as `load_blocks(quant=...)` does it (int8 / int4 linear layers and experts, the
+`potluck` expert loop of families/experts.py; the rest float32). A block's variants take turns in each of `--reps`
+rounds; each figure is the median over rounds of the per-step median; "x fp32" is the median of the per-round
+ratios to the float32 block (grouped_mm). "GB/s eff." is the bytes one token reads in the block (attention + router
++ top-k experts, at the block's precision) divided by that time; "x bw" that rate / the bandwidth.
 
 The plan sizes gpt-oss-120b, Qwen3-235B-A22B and Llama 3.1 70B (numbers from their published config.json files)
 for swarms of 16, 32 and 64 GiB PCs, leaving 4 GiB per PC for the OS and the attention cache, at bf16, int8 and
 int4 (Potluck's formats, exact: `quantized_bytes`, 8.5 and 5 bits a weight with scales, vectors float32 as the
-loader keeps them): PCs needed, blocks per PC, and tokens/s for one sequence = 1 / (bytes all blocks read per token
-/ bandwidth + LM head read on the client / bandwidth + (PCs + 1) one-way hops).
+loader keeps them): PCs needed, blocks per PC, and tokens/s for one sequence = 1 / (time of all blocks + LM head
+read on the client / bandwidth + (PCs + 1) one-way hops), where a block's time is its active bytes / bandwidth
+("bound"), or the float32 block's at the measured efficiency times the measured ratio of the precision ("meas.",
+see plan_rows).
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ PRECISIONS = ("bf16", "int8", "int4")  # bf16: 2 bytes a value; int8 / int4: qua
 MEASURED_AS = {"bf16": "bfloat16", "int8": "float32+int8", "int4": "float32+int4"}  # bench compute of each plan row
 LINK_ONE_WAY_MS = (2.0, 20.0)
 CONTEXT_TOKENS = 256
-# the bench block shaped like each published model (see bench_configs)
-BENCH_BLOCK_OF = {"gpt-oss-120b": "gpt-oss-like 128e top-4", "Qwen3-235B-A22B": "Qwen3-MoE-like 128e top-8",
-                  "Llama-3.1-70B": "dense (Llama-like)"}
+# the bench blocks shaped like each published model, the closest first (see bench_configs; the first measured is used)
+BENCH_BLOCK_OF = {"gpt-oss-120b": ("gpt-oss-120b width 16e top-4", "gpt-oss-like 128e top-4"),
+                  "Qwen3-235B-A22B": ("Qwen3-MoE-like 128e top-8",), "Llama-3.1-70B": ("dense (Llama-like)",)}
 
 
 def published_configs() -> dict:
@@ -67,8 +71,10 @@ def published_configs() -> dict:
     }
 
 
-def bench_configs() -> dict:
-    """Blocks at hidden 1024 shaped like the published models (heads of 64, 4 key-value heads)."""
+def bench_configs(wide: bool = False) -> dict:
+    """Blocks at hidden 1024 shaped like the published models (heads of 64, 4 key-value heads); with `wide`, also a
+    block of gpt-oss-120b's own width (hidden and experts 2880, 64 / 8 heads, top-4) holding 16 of its 128 experts
+    (1.6 GB in float32 instead of 12.8: a token reads 4 experts either way, and 16 do not fit a CPU cache either)."""
     from transformers import GptOssConfig, LlamaConfig, Qwen3MoeConfig
 
     attention = dict(hidden_size=1024, num_attention_heads=16, num_key_value_heads=4, head_dim=64, num_hidden_layers=1,
@@ -79,7 +85,10 @@ def bench_configs() -> dict:
                                                 num_experts_per_tok=4, sliding_window=128, layer_types=["full_attention"]),
         "Qwen3-MoE-like 128e top-8": Qwen3MoeConfig(**attention, intermediate_size=3072, moe_intermediate_size=384,
                                                     num_experts=128, num_experts_per_tok=8),
-    }
+    } | ({"gpt-oss-120b width 16e top-4": GptOssConfig(
+        hidden_size=2880, intermediate_size=2880, num_attention_heads=64, num_key_value_heads=8, head_dim=64,
+        num_hidden_layers=1, vocab_size=384, num_local_experts=16, num_experts_per_tok=4, sliding_window=128,
+        layer_types=["full_attention"])} if wide else {})
 
 
 # ---- the plan (pure arithmetic) ----------------------------------------------------------------------------------
@@ -120,11 +129,11 @@ def plan_rows(name: str, config, bandwidth_gbps: float, measured: Measured | Non
     rows = []
     for precision in PRECISIONS:
         held, read = block_bytes(config, precision), block_bytes(config, precision, active_only=True)
-        if measured is None:
-            block_ms = 1000 * read / (bandwidth_gbps * 1e9)
-        else:
+        block_ms = 1000 * read / (bandwidth_gbps * 1e9)
+        if measured is not None:  # never faster than the bound (a dense block can out-read torch's sum here)
             factor = measured.x_fp32.get(precision, read / float32_read)
-            block_ms = 1000 * float32_read / (measured.efficiency * bandwidth_gbps * 1e9) * factor
+            efficiency = min(measured.efficiency, 1.0)
+            block_ms = max(block_ms, 1000 * float32_read / (efficiency * bandwidth_gbps * 1e9) * factor)
         for ram in PC_RAM_GIB:
             per_pc = int((ram - OS_AND_CACHE_GIB) * GIB // held)
             pcs = math.ceil(config.num_hidden_layers / per_pc) if per_pc else None
@@ -238,7 +247,7 @@ def variants(moe: bool, quick: bool) -> list[tuple[str, str | None, tuple]]:
     return rows + [(f"float32+{p}", p, ("potluck",) if moe else ("-",)) for p in ("int8", "int4")]
 
 
-def measure_blocks(steps: int, reps: int, quick: bool = False, only: str = "") -> list[dict]:
+def measure_blocks(steps: int, reps: int, quick: bool = False, only: str = "", wide: bool = False) -> list[dict]:
     """For each bench block, its variants take turns over `reps` rounds (so that a busy moment of a shared machine
     hits all of them); the bandwidth is measured at the start of each round. Per variant: the median over rounds of
     its per-step median time, of its ratio to the round's float32 time (x fp32) and of its rate / the bandwidth."""
@@ -248,7 +257,7 @@ def measure_blocks(steps: int, reps: int, quick: bool = False, only: str = "") -
     from potluck.core.model.quant.format import quantized_bytes
 
     rows = []
-    for name, config in bench_configs().items():
+    for name, config in bench_configs(wide).items():
         if only and only.lower() not in name.lower():
             continue
         candidates = []
@@ -291,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan-only", action="store_true", help="skip the measurements")
     parser.add_argument("--quick", action="store_true",
                         help="fewer steps and one repetition; float32 (grouped_mm), int8 and int4 only")
+    parser.add_argument("--wide", action="store_true", help="also a block of gpt-oss-120b's own width (+1-2 minutes)")
     parser.add_argument("--block", default="", help="measure only the bench blocks whose name contains this")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
     parser.add_argument("--reps", type=int, default=None,
@@ -312,10 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'block':26} {'compute':12} {'experts':10} {'held MB':>8} {'read MB':>8} {'ms':>8} {'x fp32':>6} "
               f"{'GB/s eff.':>9} {'x bw':>6}")
         reps = args.reps or (1 if args.quick else 3)
-        rows = measure_blocks(8 if args.quick else 24, reps, args.quick, args.block)
+        rows = measure_blocks(8 if args.quick else 24, reps, args.quick, args.block, args.wide)
         for r in rows:
             print(f"  {format_row(r)}")
-        for name, block in BENCH_BLOCK_OF.items():  # float32 with the default expert kernel, and the others' ratios
+        for name, blocks in BENCH_BLOCK_OF.items():  # float32 with the default expert kernel, and the others' ratios
+            block = next((b for b in blocks if any(r["config"] == b for r in rows)), None)
             mine = [r for r in rows if r["config"] == block and r["experts"] in ("-", "grouped_mm", "potluck")]
             if mine:
                 measured[name].efficiency = next(r["efficiency"] for r in mine if r["dtype"] == "float32")

@@ -107,6 +107,7 @@ class StopReason(str, enum.Enum):
 
 
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
+SPECULATIVE_MODES = frozenset({"lookup", "off"})  # Generate.speculative
 
 
 def _check(condition: bool, message: str) -> None:
@@ -140,6 +141,7 @@ class Member:
     end_block: int  # one past the last hosted block (equal to start_block: hosts nothing)
     online: bool
     last_seen: float = 0.0  # unix seconds this member was last seen online (now while online; 0 = never seen)
+    suspect: bool = False  # this PC's spot checks caught its server computing wrong (core/client/suspects.py)
 
     def __post_init__(self) -> None:
         _check(0 <= self.start_block <= self.end_block, f"bad block range {self.start_block}:{self.end_block}")
@@ -205,9 +207,12 @@ class Generate:
     top_k: int = 50  # 0 means no top-k cut
     repetition_penalty: float = 1.0  # 1 means none
     seed: int | None = None  # None: a fresh random seed
+    speculative: str = "lookup"  # "lookup": guess tokens from the conversation, check them in one pass; or "off"
+    private: bool = False  # keep the first and last blocks on this PC (friends see no tokens or logits)
 
     def __post_init__(self) -> None:
         _check(bool(self.request_id), "request_id must not be empty")
+        _check(self.speculative in SPECULATIVE_MODES, f"speculative must be one of {sorted(SPECULATIVE_MODES)}")
         _check((self.messages is None) != (self.prompt is None), "give exactly one of messages or prompt")
         _check(self.messages is None or len(self.messages) > 0, "messages must not be empty")
         _check(1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT, f"max_new_tokens must be in 1..{MAX_NEW_TOKENS_LIMIT}")
@@ -286,7 +291,8 @@ class Stats:
     api_url: str = ""  # the OpenAI-compatible API for apps on this PC (http://127.0.0.1:PORT/v1); "" while off
     tokens_for_others: int = 0  # of tokens_served, those for other members' chats: what "you gave" counts
     served_tokens_per_second: float = 0.0  # tokens this PC's blocks processed per second, over the last minute
-    memory_blocks_bytes: int = 0  # what the hosted blocks hold (weights; 0 while not serving)
+    memory_blocks_bytes: int = 0  # of memory_used_bytes, the hosted blocks' weights (0 while not serving)
+    memory_chat_bytes: int = 0  # of memory_used_bytes, the chat's own model parts (embeddings, output; after a chat)
     month_bytes_up: int = 0  # sent this calendar month (for the monthly upload cap)
 
     def __post_init__(self) -> None:
@@ -298,6 +304,7 @@ class Stats:
             throughput_tokens_per_second=self.throughput_tokens_per_second, tokens_used=self.tokens_used,
             tokens_for_others=self.tokens_for_others, served_tokens_per_second=self.served_tokens_per_second,
             memory_blocks_bytes=self.memory_blocks_bytes, month_bytes_up=self.month_bytes_up,
+            memory_chat_bytes=self.memory_chat_bytes,
         )
         _check(all(c >= 0 for c in self.coverage), "coverage counts must be >= 0")
 

@@ -7,6 +7,9 @@ on that same loop for each piece of the reply as it comes, stops soon after `can
 and returns an `Outcome`. Failures are raised as they are; `error_for` turns any exception into the ApiError a
 client is shown (a bad request 400, a swarm that cannot serve 503, anything else 500).
 
+The request's Potluck extensions reach the model: `speculative` ("lookup"/"off") and `private` (the first and last
+blocks on this PC) are passed to `agenerate`; the outcome reports guesses kept and spot checks made.
+
 How a CausalLM runs it: the prompt is encoded (chat messages through the model's chat template) and checked on a
 worker thread (building the node's client may take a while), then `model.agenerate` runs on the model's own event
 loop (a DistributedModelForCausalLM's LoopThread), or, for a model without one, on a worker thread through
@@ -38,6 +41,10 @@ class Outcome:
     prefill_seconds: float = 0.0
     step_seconds: list[float] = field(default_factory=list)
     failovers: int = 0
+    draft_proposed: int = 0  # speculative decoding: guesses checked, and kept
+    draft_accepted: int = 0
+    spot_checks: int = 0  # steps recomputed by other servers and compared
+    suspects: tuple[str, ...] = ()  # servers those checks caught computing wrong (peer ids)
 
     @property
     def completion_tokens(self) -> int:
@@ -49,7 +56,13 @@ class Outcome:
                 "route": [{"peer_id": h.peer_id, "name": h.name, "start_block": h.start_block, "end_block": h.end_block}
                           for h in self.route],
                 "compute": self.compute, "prefill_seconds": self.prefill_seconds, "step_seconds": self.step_seconds,
-                "failovers": self.failovers}
+                "failovers": self.failovers, **self._extras()}
+
+    def _extras(self) -> dict:
+        """Guesses and spot checks, only when there were any (a reply without them reads as before)."""
+        extras = {"draft_proposed": self.draft_proposed, "draft_accepted": self.draft_accepted,
+                  "spot_checks": self.spot_checks, "suspects": list(self.suspects)}
+        return {name: value for name, value in extras.items() if value}
 
 
 class Engine(Protocol):
@@ -65,6 +78,8 @@ def error_for(exc: BaseException) -> ApiError:
     """What a client is told about a failed request."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, PotluckError) and isinstance(exc, ValueError):  # e.g. private mode on a model too small
+        return bad(str(exc))
     if isinstance(exc, (PotluckError, ConnectionError, TimeoutError, asyncio.TimeoutError)):
         return ApiError(503, f"the swarm cannot answer right now: {str(exc) or type(exc).__name__}",
                         code="swarm_unavailable")
@@ -97,10 +112,14 @@ class CausalLMEngine:
             if piece:
                 loop.call_soon_threadsafe(on_piece, piece)
 
-        result = await _run_on_model_loop(model, model.agenerate(generation, on_token=on_token, cancel=cancel))
+        result = await _run_on_model_loop(model, model.agenerate(generation, on_token=on_token, cancel=cancel,
+                                                                 speculative=request.speculative,
+                                                                 private=request.private))
+        checks = getattr(result, "spot_checks", [])
         return Outcome(result.text, result.stop_reason, len(generation.prompt_ids), list(result.token_ids),
                        tuple(result.route), model.compute, result.prefill_seconds, list(result.step_seconds),
-                       len(result.failovers))
+                       len(result.failovers), result.draft_proposed, result.draft_accepted, len(checks),
+                       tuple(dict.fromkeys(peer for check in checks for peer in check.suspects)))
 
     def _prepare(self, request: CompletionRequest):
         """(model, GenerationRequest) for `request`; ApiError when it cannot run as asked."""

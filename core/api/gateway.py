@@ -21,7 +21,7 @@ from pathlib import Path
 from potluck.core import paths
 from potluck.core.api.engine import Outcome
 from potluck.core.api.responses import SseReader
-from potluck.core.api.schema import ApiError, CompletionRequest, Kind, Message, to_body
+from potluck.core.api.schema import SPECULATIVE_MODES, ApiError, CompletionRequest, Kind, Message, to_body
 from potluck.core.errors import PotluckError
 from potluck.core.protocol import RouteHop, StopReason
 
@@ -85,7 +85,9 @@ def outcome_from(details: dict | None, text: str, cancelled: bool = False) -> Ou
                       for h in d.get("route", ()))
         return Outcome(text, reason, int(d.get("prompt_tokens", 0)), [int(t) for t in d.get("token_ids", ())], route,
                        str(d.get("compute", "")), float(d.get("prefill_seconds", 0.0)),
-                       [float(s) for s in d.get("step_seconds", ())], int(d.get("failovers", 0)))
+                       [float(s) for s in d.get("step_seconds", ())], int(d.get("failovers", 0)),
+                       int(d.get("draft_proposed", 0)), int(d.get("draft_accepted", 0)), int(d.get("spot_checks", 0)),
+                       tuple(str(p) for p in d.get("suspects", ())))
     except (KeyError, TypeError, ValueError) as exc:
         raise ApiError(502, f"the node's reply details are malformed: {exc}") from None
 
@@ -101,8 +103,9 @@ class RemoteResult:
     step_seconds: list[float] = field(default_factory=list)
     failovers: list = field(default_factory=list)
     prompt_tokens: int = 0
-    draft_proposed: int = 0  # speculative decoding is not offered through the node
+    draft_proposed: int = 0  # speculative decoding: guesses checked, and kept
     draft_accepted: int = 0
+    spot_checks: list = field(default_factory=list)  # one entry per step the node's client checked
 
     @property
     def tokens_per_second(self) -> float:
@@ -112,20 +115,27 @@ class RemoteResult:
     @classmethod
     def of(cls, outcome: Outcome) -> RemoteResult:
         return cls(outcome.token_ids, outcome.text, outcome.stop_reason, outcome.route, outcome.prefill_seconds,
-                   outcome.step_seconds, [None] * outcome.failovers, outcome.prompt_tokens)
+                   outcome.step_seconds, [None] * outcome.failovers, outcome.prompt_tokens, outcome.draft_proposed,
+                   outcome.draft_accepted, [None] * outcome.spot_checks)
 
 
 def completion_request(model: str, *, input_ids=None, prompt: str | None = None, messages: list[dict] | None = None,
                        max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
                        top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
-                       eos_token_id=MODEL_EOS, stop_strings=()) -> CompletionRequest:
-    """CausalLM.generate's arguments as a streamed CompletionRequest."""
+                       eos_token_id=MODEL_EOS, stop_strings=(), speculative: str | None = None,
+                       private: bool = False) -> CompletionRequest:
+    """CausalLM.generate's arguments as a streamed CompletionRequest (`speculative` off or lookup: the node has
+    no draft model; None: the request's default)."""
+    if speculative is not None and speculative not in SPECULATIVE_MODES:
+        raise NodeEndpointError(f"speculative {speculative!r} is not offered through this PC's node: use "
+                                f"{' or '.join(SPECULATIVE_MODES)}")
     if eos_token_id is not None and eos_token_id is not MODEL_EOS:
         raise ValueError("through the node a reply stops at the model's own end of sequence, or (None) never")
     sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed) if do_sample else \
         dict(temperature=0.0)
     common = dict(model=model, max_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                  stop=tuple(s for s in stop_strings if s), ignore_eos=eos_token_id is None, stream=True, **sampling)
+                  stop=tuple(s for s in stop_strings if s), ignore_eos=eos_token_id is None, stream=True,
+                  private=private, **sampling, **({} if speculative is None else {"speculative": speculative}))
     if messages is not None:
         return CompletionRequest(Kind.CHAT, messages=tuple(Message(m["role"], m["content"]) for m in messages),
                                  **common)
@@ -173,11 +183,11 @@ class NodeClient:
 
     def generate(self, input_ids=None, *, on_token: Callable[[int, str], None] | None = None,
                  cancel: threading.Event | None = None, speculative: str = "off", draft_tokens: int = 8,
-                 **kwargs) -> RemoteResult:
-        """Like CausalLM.generate; `on_token(-1, text)` streams (token ids come with the result)."""
-        if speculative not in ("off", None):
-            raise NodeEndpointError("speculative decoding is not offered through this PC's node: drop --speculative")
-        request = completion_request(self.model_id, input_ids=input_ids, **kwargs)
+                 private: bool = False, **kwargs) -> RemoteResult:
+        """Like CausalLM.generate; `on_token(-1, text)` streams (token ids come with the result). `speculative`
+        off or lookup (the node guesses up to its own number of tokens: `draft_tokens` is not passed on)."""
+        request = completion_request(self.model_id, input_ids=input_ids, speculative=speculative or "off",
+                                     private=private, **kwargs)
         text, details, cancelled = "", None, False
         try:
             with self._http.stream("POST", _path(request), json=to_body(request)) as response:

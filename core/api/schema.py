@@ -5,7 +5,11 @@ Pure functions, standard library only. What is understood:
 - `/v1/chat/completions`: model, messages (system, developer, user, assistant; text content, as a string or as
   text parts), stream, stream_options.include_usage, temperature, top_p, max_tokens / max_completion_tokens, stop,
   seed, n = 1, and vLLM's extensions `ignore_eos`, `top_k`, `repetition_penalty`;
-- `/v1/completions`: the same, with `prompt` (a string or token ids, one prompt) instead of messages.
+- `/v1/completions`: the same, with `prompt` (a string or token ids, one prompt) instead of messages;
+- Potluck's own extensions (with the OpenAI Python client: `extra_body={...}`): `speculative` ("lookup", the
+  default, guesses tokens from the text so far and checks them in one pass: the same reply, fewer trips through
+  the swarm; "off") and `private` (true: the first and last blocks run on this PC, so friends' PCs see neither
+  the prompt's tokens nor the reply's logits; see SECURITY.md).
 
 Temperature 0 is greedy decoding (what `model.generate` does by default). A field this server cannot honour (tools,
 logprobs, n > 1, penalties other than repetition_penalty, images, ...) is refused with 400 and a sentence naming it;
@@ -30,7 +34,9 @@ MAX_TEMPERATURE = 2.0
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}  # -> template role
 COMMON_FIELDS = frozenset({"model", "stream", "stream_options", "temperature", "top_p", "max_tokens", "stop", "seed",
-                           "n", "ignore_eos", "top_k", "repetition_penalty"})
+                           "n", "ignore_eos", "top_k", "repetition_penalty", "speculative", "private"})
+SPECULATIVE_MODES = ("lookup", "off")  # what `speculative` may say ("draft" needs a draft model: not offered here)
+DEFAULT_SPECULATIVE = "lookup"  # never slower on open chat: bench/bench_chat_options.py
 CHAT_FIELDS = COMMON_FIELDS | {"messages", "max_completion_tokens"}
 TEXT_FIELDS = COMMON_FIELDS | {"prompt", "echo", "best_of", "suffix", "logprobs"}
 IGNORED_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key",
@@ -101,6 +107,8 @@ class CompletionRequest:
     ignore_eos: bool = False
     stream: bool = False
     include_usage: bool = False  # streamed: a last chunk with the token counts
+    speculative: str = DEFAULT_SPECULATIVE  # "lookup" or "off" (Potluck's extension)
+    private: bool = False  # the first and last blocks on this PC (Potluck's extension)
 
     @property
     def greedy(self) -> bool:
@@ -152,6 +160,8 @@ def to_body(request: CompletionRequest) -> dict:
         body["prompt"] = list(request.prompt_ids) if request.prompt_ids is not None else request.prompt
     optional = {"max_tokens": request.max_tokens, "seed": request.seed, "stop": list(request.stop) or None,
                 "ignore_eos": request.ignore_eos or None, "top_k": request.top_k or None,
+                "speculative": request.speculative if request.speculative != DEFAULT_SPECULATIVE else None,
+                "private": request.private or None,
                 "repetition_penalty": request.repetition_penalty if request.repetition_penalty != 1.0 else None,
                 "stream_options": {"include_usage": True} if request.include_usage else None}
     body.update({k: v for k, v in optional.items() if v is not None})
@@ -206,10 +216,14 @@ def _common(body: Mapping[str, Any]) -> dict:
     seed = body.get("seed")
     if seed is not None and not (_is_int(seed) and -2**63 <= seed < 2**64):
         raise bad("seed must be a whole number", "seed")
+    speculative = body.get("speculative")
+    speculative = DEFAULT_SPECULATIVE if speculative is None else speculative
+    if speculative not in SPECULATIVE_MODES:
+        raise bad(f"speculative must be one of {', '.join(SPECULATIVE_MODES)}, got {speculative!r}", "speculative")
     return dict(model=model.strip(), stream=stream, include_usage=include_usage, temperature=temperature,
                 top_p=top_p, top_k=max(0, top_k or 0), repetition_penalty=penalty,
                 seed=seed % 2**63 if seed is not None else None, stop=_stop(body.get("stop")),
-                ignore_eos=_flag(body, "ignore_eos"))
+                ignore_eos=_flag(body, "ignore_eos"), speculative=speculative, private=_flag(body, "private"))
 
 
 def _flag(body: Mapping[str, Any], name: str, param: str | None = None) -> bool:

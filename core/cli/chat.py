@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from potluck.core.cli.common import positive_int
-from potluck.core.cli.generating import SWARM_HELP, open_model_for, sampling_kwargs
+from potluck.core.cli.generating import SWARM_HELP, add_trust_flags, open_model_for, sampling_kwargs
 from potluck.core.errors import PotluckError
 from potluck.core.protocol import StopReason
 
@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quant", choices=("none", "int8", "int4"), default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for any server before failing over")
+    p.add_argument("--speculative", choices=("off", "lookup"), default="off", help="lookup: guess tokens from the "
+                   "conversation and check them in one pass through the swarm (the same replies, fewer trips)")
+    add_trust_flags(p)
     p.set_defaults(handler=chat, no_push=False)
 
 
@@ -96,7 +99,8 @@ def chat(args: argparse.Namespace) -> int:
     model = open_model_for(args)
     try:
         name = getattr(model, "model_name", None) or args.model
-        run_chat(model, Conversation(args.system), dict(max_new_tokens=args.max_new_tokens, **kwargs), name)
+        options = dict(max_new_tokens=args.max_new_tokens, speculative=args.speculative, private=args.private)
+        run_chat(model, Conversation(args.system), {**options, **kwargs}, name)
     finally:
         model.shutdown()
     return 0

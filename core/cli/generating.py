@@ -10,6 +10,7 @@ import sys
 
 from potluck.core.api import member
 from potluck.core.cli.common import CliError, positive_int, print_json, token_ids
+from potluck.core.client.spot_checks import SpotCheckError
 
 SWARM_HELP = ("a private swarm this PC is a member of (a name or id from `potluck swarms`): through this PC's "
               "running node of it, or else joined as the member")
@@ -48,8 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(--draft-model); the same tokens, fewer trips")
     p.add_argument("--draft-model", default=None, help="a small local model sharing the tokenizer, for --speculative draft")
     p.add_argument("--draft-tokens", type=positive_int, default=8, help="most guesses per step (default 8, at most 16)")
+    add_trust_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=generate)
+
+
+def add_trust_flags(p: argparse.ArgumentParser) -> None:
+    """--private and --spot-check-rate (generate and chat)."""
+    p.add_argument("--private", action="store_true", help="keep the first and last blocks on this PC: friends' PCs "
+                   "see neither the prompt's tokens nor the reply's logits (they still see hidden states, which can "
+                   "be read back to text to a large extent: see SECURITY.md)")
+    p.add_argument("--spot-check-rate", type=float, default=None, metavar="RATE", help="with --initial-peers: the "
+                   "fraction of steps recomputed by other servers and compared, 0 to 1 (default 0.02); servers "
+                   "caught computing wrong are avoided")
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -68,6 +80,9 @@ def open_model_for(args: argparse.Namespace):
     if getattr(args, "swarm", None):
         return member.open_swarm_model(args.swarm, model=args.model, quant=args.quant, timeout=args.timeout,
                                        push=not args.no_push, dtype=args.dtype or "float32")
+    rate = getattr(args, "spot_check_rate", None)
+    if rate is not None and not args.initial_peers:
+        raise CliError("--spot-check-rate applies to --initial-peers (through a node, the node's own setting holds)")
     if not args.model:
         raise CliError("give --model (a model folder, a .gguf file or a Hugging Face id)")
     if args.local:
@@ -76,10 +91,14 @@ def open_model_for(args: argparse.Namespace):
         return LocalModelForCausalLM.from_pretrained(args.model, dtype=args.dtype or "auto", quant=args.quant or "none")
     from potluck.core.client.model import DistributedModelForCausalLM
 
-    return DistributedModelForCausalLM.from_pretrained(
-        args.model, initial_peers=args.initial_peers, dtype=args.dtype or "float32", push=not args.no_push,
-        timeout=args.timeout, quant=args.quant,
-    )
+    checks = {} if rate is None else {"spot_check_rate": rate}
+    try:
+        return DistributedModelForCausalLM.from_pretrained(
+            args.model, initial_peers=args.initial_peers, dtype=args.dtype or "float32", push=not args.no_push,
+            timeout=args.timeout, quant=args.quant, **checks,
+        )
+    except SpotCheckError as e:
+        raise CliError(f"--spot-check-rate: {e}") from None
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -107,7 +126,7 @@ def generate(args: argparse.Namespace) -> int:
         eos = dict(eos_token_id=None) if args.no_eos else {}  # default: the model's own end of sequence
         result = model.generate(args.prompt_ids, **prompt, max_new_tokens=args.max_new_tokens, stop_strings=args.stop,
                                 on_token=stream, speculative=args.speculative, draft_tokens=args.draft_tokens, **eos,
-                                **kwargs)
+                                private=args.private, **kwargs)
     finally:
         model.shutdown()
     if args.json:
@@ -131,4 +150,6 @@ def result_json(result) -> dict:
         "step_seconds_median": round(statistics.median(steps), 6) if steps else None,
         "tokens_per_second": round(result.tokens_per_second, 3), "failovers": len(result.failovers),
         "draft_proposed": result.draft_proposed, "draft_accepted": result.draft_accepted,
+        "spot_checks": len(getattr(result, "spot_checks", ())),
+        "suspects": sorted({p for c in getattr(result, "spot_checks", ()) for p in (getattr(c, "suspects", None) or ())}),
     }

@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how often to re-announce in the swarm; records expire after 3 periods (default 10)")
     p.add_argument("--name", default="", help="how friends see this server")
     p.add_argument("--identity", default=None, help="private key file: keep the same peer id across restarts")
+    p.add_argument("--no-batching", action="store_true", help="run every session's steps alone (benchmarks)")
     p.add_argument("--membership-period", type=seconds, default=DEFAULT_MEMBERSHIP_PERIOD_SECONDS, metavar="SECONDS",
                    help="with --swarm: how often this node shares and re-reads the member list (a revocation "
                    "spreads in about two periods)")
@@ -137,4 +138,5 @@ def _server_config(args: argparse.Namespace, name: str):
 
     period = getattr(args, "announce_period", 10.0)
     return ServerConfig(name=name, cache_tokens=args.cache_tokens, max_session_tokens=args.max_session_tokens,
-                        announce_period_seconds=period, record_ttl_seconds=3 * period)
+                        announce_period_seconds=period, record_ttl_seconds=3 * period,
+                        batching=not getattr(args, "no_batching", False))

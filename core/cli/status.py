@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from potluck.core.cli.common import print_json
+from potluck.core.client.suspects import read_suspects
 from potluck.core.model.checkpoint import open_checkpoint
 from potluck.core.swarm.status import status_json, status_text
 
@@ -32,10 +33,11 @@ def status(args: argparse.Namespace) -> int:
         found = asyncio.run(collect())
     finally:
         dht.shutdown()
+    suspects = {peer: suspicion.detail for peer, suspicion in read_suspects().items()}
     if args.json:
-        print_json({"models": [status_json(uid, n, by_block) for uid, (n, by_block) in found.items()]})
+        print_json({"models": [status_json(uid, n, by_block, suspects) for uid, (n, by_block) in found.items()]})
     elif not found:
         print("no model is announced in this swarm right now")
     else:
-        print("\n\n".join(status_text(uid, n, by_block) for uid, (n, by_block) in found.items()))
+        print("\n\n".join(status_text(uid, n, by_block, suspects) for uid, (n, by_block) in found.items()))
     return 0

@@ -26,7 +26,8 @@ class CausalLM:
         self.spec, self.parts, self.tokenizer = spec, parts, tokenizer
 
     # ---- what a subclass provides --------------------------------------------------------------------------
-    def new_session(self, max_length: int) -> Session:
+    def new_session(self, max_length: int, private: bool = False) -> Session:
+        """A session for `max_length` tokens; `private`: keep the first and last blocks on this PC."""
         raise NotImplementedError
 
     def run(self, coro, timeout_seconds: float):
@@ -81,16 +82,17 @@ class CausalLM:
     # ---- generation ------------------------------------------------------------------------------------------
     def generate(self, input_ids=None, *, on_token: Callable[[int, str], None] | None = None,
                  cancel: threading.Event | None = None, speculative: str = "off", draft_tokens: int = 8,
-                 **kwargs) -> GenerationResult:
+                 private: bool = False, **kwargs) -> GenerationResult:
         """Generate up to `max_new_tokens` after the prompt (token ids, `prompt=` text, or chat `messages=`).
 
         Keyword arguments: max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, seed,
         eos_token_id (None: ignore the end of sequence), stop_strings; `on_token(token_id, text)` streams;
         `speculative` "lookup" (guesses from the text so far) or "draft" (the model set with `set_draft_model`)
-        checks up to `draft_tokens` guesses per step through the blocks: the same tokens, fewer trips."""
+        checks up to `draft_tokens` guesses per step through the blocks: the same tokens, fewer trips;
+        `private=True` keeps the first and last blocks on this PC (core/client/private.py)."""
         request = self.request(input_ids, **kwargs)
         return self.run(self.agenerate(request, on_token=on_token, cancel=cancel, speculative=speculative,
-                                       draft_tokens=draft_tokens), self.timeout_for(request))
+                                       draft_tokens=draft_tokens, private=private), self.timeout_for(request))
 
     draft_model: DraftModel | None = None  # for speculative="draft" (core/client/local.load_draft_model)
 
@@ -106,11 +108,13 @@ class CausalLM:
         raise ValueError(f"speculative must be off, lookup or draft, not {speculative!r}")
 
     async def agenerate(self, request: GenerationRequest, *, on_token=None, cancel=None, speculative: str = "off",
-                        draft_tokens: int = 8) -> GenerationResult:
+                        draft_tokens: int = 8, private: bool = False) -> GenerationResult:
         """`generate` as a coroutine on this model's event loop (the API server and the node use it)."""
+        if not isinstance(private, bool):
+            raise ValueError(f"private must be True or False, not {private!r}")
         draft = self.draft_source(speculative)
         headroom = draft_tokens if draft is not None else 0
-        session = self.new_session(len(request.prompt_ids) + request.max_new_tokens + headroom)
+        session = self.new_session(len(request.prompt_ids) + request.max_new_tokens + headroom, private=private)
         return await generate_tokens(session, self.parts, self.tokenizer, request, wire_dtype=self.wire_dtype,
                                      on_token=on_token, cancel=cancel, draft=draft, draft_tokens=draft_tokens)
 

@@ -34,6 +34,7 @@ class GenerationResult:
     prompt_tokens: int = 0
     draft_proposed: int = 0  # speculative decoding: guessed tokens sent for checking
     draft_accepted: int = 0  # and kept
+    spot_checks: list = field(default_factory=list)  # core.client.checker.CheckReport of the steps checked
 
     @property
     def tokens_per_second(self) -> float:
@@ -182,6 +183,6 @@ async def generate_tokens(session: Session, parts, tokenizer, request: Generatio
             text = text[: _stop_cut(text, request.stop_strings)]
         return GenerationResult(reply.detokenizer.ids, text, reply.reason, session.route_hops(), prefill_seconds,
                                 step_seconds, list(session.failovers), len(request.prompt_ids), lengths.proposed,
-                                lengths.accepted)
+                                lengths.accepted, list(getattr(session, "checks", ())))
     finally:
         await session.close()

@@ -4,6 +4,11 @@ When a server fails, the client bans it, finds other servers for exactly its blo
 rebuilds their cache by replaying the inputs of every earlier token (taken from the previous server's output
 history, or from the client's own embeddings for the first span), re-links the neighbours and retries the step.
 A server that asks to be left (drain, resize, rebalance) is replaced the same way between two steps.
+
+With a `SpotChecker` (core/client/checker.py), some steps are also computed by other servers beside the session
+and compared; a session whose server was caught computing wrong goes on with the chain that was right.
+The blocks [start_block, end_block) default to the whole model; a private chat runs its first and last blocks on
+this PC and only the middle ones here (core/client/private.py).
 """
 
 from __future__ import annotations
@@ -42,8 +47,12 @@ class InferenceSession:
     """Steps hidden states through the swarm, keeping what it needs to rebuild a lost server's cache."""
 
     def __init__(self, swarm: SwarmView, hidden_size: int, max_length: int, *, push: bool = True,
-                 timeout: float = 20.0, max_retries: int = 3, failover_wait_seconds: float = 10.0):
+                 timeout: float = 20.0, max_retries: int = 3, failover_wait_seconds: float = 10.0,
+                 start_block: int = 0, end_block: int | None = None, checker=None):
         self.swarm, self.hidden_size, self.max_length = swarm, hidden_size, max_length
+        self.start_block, self.end_block = start_block, swarm.num_blocks if end_block is None else end_block
+        self.checker = checker  # a core.client.checker.SpotChecker, or None: no spot checks
+        self.checks: list = []  # core.client.checker.CheckReport of every check made
         self.timeout, self.max_retries, self.failover_wait_seconds = timeout, max_retries, failover_wait_seconds
         self.chain = StreamChain(swarm.p2p, swarm.model_uid, hidden_size, max_length, push, timeout)
         self.position = 0
@@ -62,7 +71,7 @@ class InferenceSession:
     async def open(self) -> None:
         last_error: Exception | None = None
         for _ in range(self.max_retries + 1):
-            route = await self.swarm.route(min_cache_tokens=self.max_length)
+            route = await self.swarm.route(self.max_length, self.start_block, self.end_block)
             try:
                 self.chain.streams = await self.chain.open_spans(route, 0, None, None)
                 return
@@ -93,6 +102,8 @@ class InferenceSession:
             self.swarm.bans.record_success(stream.span.peer_id)
         self._inputs.append(hidden)
         self.position += hidden.shape[1]
+        if self.checker is not None:
+            output = await self.checker.after_step(self, position, output)
         await self._move_off_draining_servers()
         return output
 

@@ -74,8 +74,8 @@ class LocalModelForCausalLM(CausalLM):
     def compute(self) -> str:
         return self.precision_name
 
-    def new_session(self, max_length: int) -> LocalSession:
-        return LocalSession(self.stack, max_length)
+    def new_session(self, max_length: int, private: bool = False) -> LocalSession:
+        return LocalSession(self.stack, max_length)  # every block runs here: a chat is always private
 
     def run(self, coro, timeout_seconds: float | None):
         return asyncio.run(coro)

@@ -16,6 +16,10 @@ through its own server, then minimises the time: those blocks cross no network, 
 so its link latency is 0, whatever a ping through two event loops measured; and the servers' throughputs, one-off
 measurements at start that differ up to 3x between runs on a busy PC, no longer decide between this PC and a
 friend that both host the blocks.
+
+Servers in `avoid` (suspects: this PC's spot checks caught them computing wrong, core/client/spot_checks.py) are
+used only where nothing else serves their blocks: routes with fewer blocks on avoided servers come before every
+other consideration. Unlike `banned`, an avoided server still keeps a block reachable that no one else hosts.
 """
 
 from __future__ import annotations
@@ -71,12 +75,14 @@ def choose_route(
     banned: Collection[str] = (),
     min_cache_tokens: int = 0,
     self_peer_id: str | None = None,
+    avoid: Collection[str] = (),
 ) -> list[RouteSpan]:
     """The chain of spans covering [start_block, end_block) with the lowest expected time per token.
 
-    Usable servers are ONLINE, not in `banned`, and announce `cache_tokens_left >= min_cache_tokens`. A peer
-    missing from `latency_ms` gets `default_latency_ms`; `self_peer_id` (this node's own server) always gets 0, and
-    routes with fewer blocks away from it come first (see the module doc). Ties in expected time (within a
+    Usable servers are ONLINE, not in `banned`, and announce `cache_tokens_left >= min_cache_tokens`. Routes with
+    fewer blocks on servers in `avoid` come first, then (with `self_peer_id`, this node's own server, whose latency
+    is always 0) routes with fewer blocks away from this PC (see the module doc). A peer missing from `latency_ms`
+    gets `default_latency_ms`. Ties in expected time (within a
     relative 1e-9) go to fewer hops, then to the route whose sequence of (peer_id, longest span first) sorts
     lowest, so the same inputs always give the same route.
     Raises NoRouteError naming the first block no usable server hosts.
@@ -94,6 +100,9 @@ def choose_route(
     require_int("min_cache_tokens", min_cache_tokens, minimum=0)
     if isinstance(banned, str):
         raise ValueError("banned must be a collection of peer ids, not one string")
+    if isinstance(avoid, str):
+        raise ValueError("avoid must be a collection of peer ids, not one string")
+    avoid_set = frozenset(avoid)
     records = list(records)
     for record in records:
         if not isinstance(record, ServerRecord):
@@ -107,27 +116,29 @@ def choose_route(
             return 0.0
         return float(latency_ms.get(peer_id, default_latency_ms))
 
-    # best[b] = (blocks away from self_peer_id, expected ms, hops, spans as (peer_id, start, end)) of the best route
-    # covering [start_block, b)
-    best: dict[int, tuple[int, float, int, tuple[tuple[str, int, int], ...]]] = {start_block: (0, 0.0, 0, ())}
+    # best[b] = (blocks on avoided servers, blocks away from self_peer_id, expected ms, hops, spans as (peer_id,
+    # start, end)) of the best route covering [start_block, b)
+    best: dict[int, tuple[int, int, float, int, tuple[tuple[str, int, int], ...]]] = {start_block: (0, 0, 0.0, 0, ())}
     for boundary in range(start_block, end_block):
         if boundary not in best:
             continue
-        away, cost_ms, hops, spans = best[boundary]
+        avoided, away, cost_ms, hops, spans = best[boundary]
         for record in usable:
             if not record.start_block <= boundary < record.end_block:
                 continue
             entry_ms = cost_ms + hop_latency_ms(record.peer_id)
             per_block_ms = _ms_per_block(record)
             elsewhere = record.peer_id != self_peer_id
+            suspect = record.peer_id in avoid_set
             for stop in range(boundary + 1, min(record.end_block, end_block) + 1):
-                candidate = (away + elsewhere * (stop - boundary), entry_ms + (stop - boundary) * per_block_ms,
+                blocks = stop - boundary
+                candidate = (avoided + suspect * blocks, away + elsewhere * blocks, entry_ms + blocks * per_block_ms,
                              hops + 1, (*spans, (record.peer_id, boundary, stop)))
                 if stop not in best or _better(candidate, best[stop]):
                     best[stop] = candidate
     if end_block not in best:
         raise _no_route(records, start_block, end_block, usable, banned_set, min_cache_tokens)
-    return [RouteSpan(peer_id, start, stop) for peer_id, start, stop in best[end_block][3]]
+    return [RouteSpan(peer_id, start, stop) for peer_id, start, stop in best[end_block][4]]
 
 
 def replacement_route(
@@ -141,9 +152,11 @@ def replacement_route(
     default_latency_ms: float = 50.0,
     min_cache_tokens: int = 0,
     self_peer_id: str | None = None,
+    avoid: Collection[str] = (),
 ) -> list[RouteSpan]:
     """A route covering exactly the failed span's blocks. The failed peer is banned here too, unless
-    `failed_peer_may_stay` (a server that shrank its range may still serve part of the span)."""
+    `failed_peer_may_stay` (a server that shrank its range may still serve part of the span). `avoid` as in
+    choose_route."""
     if not isinstance(failed_span, RouteSpan):
         raise ValueError(f"failed_span must be a RouteSpan, got {type(failed_span).__name__}")
     if isinstance(banned, str):
@@ -152,7 +165,7 @@ def replacement_route(
     return choose_route(
         records, total_blocks, start_block=failed_span.start_block, end_block=failed_span.end_block,
         latency_ms=latency_ms, default_latency_ms=default_latency_ms, banned=banned,
-        min_cache_tokens=min_cache_tokens, self_peer_id=self_peer_id,
+        min_cache_tokens=min_cache_tokens, self_peer_id=self_peer_id, avoid=avoid,
     )
 
 
@@ -187,9 +200,11 @@ def _ms_per_block(record: ServerRecord) -> float:
     return UNMEASURED_MS_PER_BLOCK
 
 
-def _better(candidate: tuple[int, float, int, tuple], incumbent: tuple[int, float, int, tuple]) -> bool:
-    away_a, cost_a, hops_a, spans_a = candidate
-    away_b, cost_b, hops_b, spans_b = incumbent
+def _better(candidate: tuple[int, int, float, int, tuple], incumbent: tuple[int, int, float, int, tuple]) -> bool:
+    avoided_a, away_a, cost_a, hops_a, spans_a = candidate
+    avoided_b, away_b, cost_b, hops_b, spans_b = incumbent
+    if avoided_a != avoided_b:
+        return avoided_a < avoided_b
     if away_a != away_b:
         return away_a < away_b
     if not math.isclose(cost_a, cost_b, rel_tol=_TIE_TOLERANCE, abs_tol=_TIE_TOLERANCE):

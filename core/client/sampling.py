@@ -91,14 +91,16 @@ class TokenChooser:
         Greedy: the model's own choice, kept if it is the guess. Sampling: the guess is kept with probability
         min(1, p(guess) / q(guess)) where q is the draft's distribution (certain, q = 1 at the guess, when None);
         otherwise a token is drawn from the normalised max(0, p - q). Either way the emitted tokens follow the
-        model's own distribution exactly."""
-        if not self.params.do_sample:
+        model's own distribution exactly.
+
+        A certain guess (a prompt lookup) is checked by drawing the model's token exactly as plain sampling
+        would, with the same generator, and keeping the guess when the draw equals it: the same distribution as
+        the rule above, and with a seed the very reply plain sampling gives, guessing or not."""
+        if not self.params.do_sample or draft_probs is None:
             token = self.choose(logits, seen_ids)
             return token, token == guess
         p = self.distribution(logits, seen_ids)[0]
-        q = torch.zeros_like(p) if draft_probs is None else draft_probs.float().reshape(-1)
-        if draft_probs is None:
-            q[guess] = 1.0
+        q = draft_probs.float().reshape(-1)
         accept = float(torch.clamp(p[guess] / q[guess], max=1.0)) if q[guess] > 0 else 0.0
         if float(torch.rand((), generator=self.generator)) < accept:
             return guess, True

@@ -9,9 +9,10 @@ to an absolute position, so a rejected guess costs nothing to undo.
   free, and very good when the reply copies from the prompt) and `DraftModel` (a small local model with the same
   tokenizer, run greedily, with its own cache).
 - `verify` is the acceptance rule. Greedy: a guess is kept while it equals the model's own choice, then the model's
-  token follows, so the output is exactly plain greedy decoding. Sampling: the standard speculative-sampling rule
-  (accept guess d with probability min(1, p(d)/q(d)), else sample from the normalised max(0, p - q)) keeps the
-  model's distribution; a lookup guess has q = 1 at d.
+  token follows, so the output is exactly plain greedy decoding. Sampling with a draft model: the standard
+  speculative-sampling rule (accept guess d with probability min(1, p(d)/q(d)), else sample from the normalised
+  max(0, p - q)) keeps the model's distribution. Sampling with lookup guesses: the model's token is drawn as plain
+  sampling draws it and the guess is kept when they are equal, so a seeded reply is the same, guessing or not.
 - `AdaptiveDraftLength` shrinks k after misses and grows it after full acceptances, so a poor draft source
   proposes little and costs little.
 """

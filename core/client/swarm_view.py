@@ -1,5 +1,6 @@
-"""What a client knows of the swarm for one model: the servers' records, its bans, the round trips it measured,
-and the routes it takes from them (core/client/routing.py decides; this module gathers the inputs)."""
+"""What a client knows of the swarm for one model: the servers' records, its bans, the suspects its spot checks
+found (core/client/suspects.py), the round trips it measured, and the routes it takes from them
+(core/client/routing.py decides; this module gathers the inputs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 from potluck.core.client.backoff import BanList
 from potluck.core.client.routing import NoRouteError, RouteSpan, choose_compute, choose_route, replacement_route
+from potluck.core.client.suspects import SuspectList
 from potluck.core.errors import PotluckError
 from potluck.core.swarm import dht as swarm_dht
 from potluck.core.swarm.records import ServerRecord, unique_servers
@@ -27,8 +29,9 @@ class SwarmError(PotluckError, RuntimeError):
 
 class SwarmView:
     def __init__(self, dht, p2p, model_uid: str, num_blocks: int, *, bans: BanList | None = None,
-                 self_peer_id: str | None = None, precision: str | None = None):
+                 self_peer_id: str | None = None, precision: str | None = None, suspects: SuspectList | None = None):
         self.dht, self.p2p, self.model_uid, self.num_blocks = dht, p2p, model_uid, num_blocks
+        self.suspects = suspects if suspects is not None else SuspectList()  # avoided where others serve their blocks
         self.precision = precision  # weight precision to route through (none/int8/int4); None: what servers announce
         self.compute: str | None = None  # the servers' compute name, decided on the first route, then kept
         self.bans = bans or BanList()
@@ -79,14 +82,16 @@ class SwarmView:
         self.latency_ms.update(latencies)
         self._pinned.update(latencies)
 
-    async def route(self, min_cache_tokens: int = 0) -> list[Hop]:
-        """The fastest chain over the whole model, through servers with room for `min_cache_tokens`."""
+    async def route(self, min_cache_tokens: int = 0, start_block: int = 0, end_block: int | None = None) -> list[Hop]:
+        """The fastest chain over blocks [start_block, end_block) (default: the whole model), through servers with
+        room for `min_cache_tokens`, around suspects where others serve their blocks."""
         records = await self.records()
         await self.measure_latencies(records)
         try:
-            spans = choose_route(records.values(), self.num_blocks, latency_ms=self.latency_ms,
-                                 banned=self.bans.banned_peers(), min_cache_tokens=min_cache_tokens,
-                                 self_peer_id=self.self_peer_id)
+            spans = choose_route(records.values(), self.num_blocks, start_block=start_block, end_block=end_block,
+                                 latency_ms=self.latency_ms, banned=self.bans.banned_peers(),
+                                 min_cache_tokens=min_cache_tokens, self_peer_id=self.self_peer_id,
+                                 avoid=self.suspects.peers())
         except NoRouteError as e:
             raise SwarmError(f"the swarm cannot run {self.model_uid} right now: {e}") from None
         return [(span, records[span.peer_id]) for span in spans]
@@ -97,5 +102,6 @@ class SwarmView:
         records = await self.records(failed.start_block, failed.end_block)
         spans = replacement_route(records.values(), self.num_blocks, failed, self.bans.banned_peers() | exclude,
                                   failed_peer_may_stay=failed_peer_may_stay, latency_ms=self.latency_ms,
-                                  min_cache_tokens=min_cache_tokens, self_peer_id=self.self_peer_id)
+                                  min_cache_tokens=min_cache_tokens, self_peer_id=self.self_peer_id,
+                                  avoid=self.suspects.peers())
         return [(span, records[span.peer_id]) for span in spans]

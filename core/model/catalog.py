@@ -27,6 +27,13 @@ class CatalogEntry:
     config: dict = field(repr=False)  # the published config.json's shape fields
     note: str = ""
 
+    @property
+    def size(self) -> "ModelSize":
+        """The blocks' bytes at each precision, computed ahead of time (tests/model/test_catalog.py checks them
+        against `size_from_config`), so that the GUI can show them without loading the engine."""
+        blocks, sizes = _SIZES[self.model_id]
+        return ModelSize(self.model_id, blocks, dict(zip(PRECISIONS, sizes)), str(self.config.get("torch_dtype")))
+
 
 def _llama(hidden, layers, heads, kv, inter, vocab, model_type="llama", tied=False, dtype="bfloat16") -> dict:
     return dict(model_type=model_type, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
@@ -63,6 +70,21 @@ CATALOG: tuple[CatalogEntry, ...] = (
                       num_key_value_heads=4, head_dim=128, vocab_size=151936, tie_word_embeddings=False,
                       torch_dtype="bfloat16")),
 )
+
+
+# model id -> (blocks, bytes of all blocks at none / int8 / int4), from size_from_config
+_SIZES = {
+    BUILTIN: (30, (424811520, 112942080, 66493440)),
+    "meta-llama/Llama-3.1-8B-Instruct": (32, (13959168000, 7416578048, 4363124736)),
+    "meta-llama/Llama-3.1-70B-Instruct": (80, (136904704000, 72734474240, 42787143680)),
+    "Qwen/Qwen2.5-7B-Instruct": (28, (13051236352, 6934437888, 4079624192)),
+    "Qwen/Qwen2.5-32B-Instruct": (64, (62413471744, 33160429568, 19507970048)),
+    "Qwen/Qwen2.5-72B-Instruct": (80, (140429557760, 74609459200, 43891425280)),
+    "mistralai/Mistral-7B-Instruct-v0.3": (32, (13959168000, 7416578048, 4363124736)),
+    "openai/gpt-oss-120b": (36, (231341773824, 123057727488, 72475158528)),
+    "Qwen/Qwen3-30B-A3B": (48, (59819581440, 31816728576, 18736791552)),
+    "Qwen/Qwen3-235B-A22B": (94, (467697941504, 248611633152, 146324617216)),
+}
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,6 @@ def size_of(model: str) -> ModelSize:
     """The size of a short-list id ("builtin" too), a folder, a .gguf file or any hub id (only its config.json)."""
     for entry in CATALOG:
         if entry.model_id == model:
-            return size_from_config(entry.config, model)
+            return entry.size
 
     return size_from_config(open_config(model), model)

@@ -191,7 +191,9 @@ def load_blocks(spec: ModelSpec, start: int, end: int, dtype: torch.dtype = torc
     so memory never holds more than one block at full precision. `on_block(index)` reports progress.
 
     Quantized blocks keep their norms and other small parameters in float32; their linear layers and MoE experts
-    use the CPU kernels of core/model/quant (no GPU kernels yet: on CUDA only "none" is accepted)."""
+    use the CPU kernels of core/model/quant (no GPU kernels yet: on CUDA only "none" is accepted). A bfloat16
+    checkpoint's block is built at bfloat16 before it is quantized (the same values, half the memory at the peak).
+    """
     if not 0 <= start < end <= spec.num_blocks:
         raise ValueError(f"block range {start}:{end} is outside the model's 0:{spec.num_blocks}")
     precision = parse_precision(quant)
@@ -200,15 +202,21 @@ def load_blocks(spec: ModelSpec, start: int, end: int, dtype: torch.dtype = torc
             raise DtypeError(f"--quant {precision.value} has CPU kernels only; on a GPU use --quant none")
         dtype = torch.float32
     names = list(spec.checkpoint.weight_map)
+    build_dtype = dtype
+    if precision is not Precision.NONE and spec.native_dtype in (torch.bfloat16, torch.float16):
+        build_dtype = spec.native_dtype  # lossless: the checkpoint's own values
     stack = None
     for index in range(start, end):
         tensors = spec.checkpoint.load_tensors(spec.family.block_tensor_names(names, index))
-        block = spec.family.build_stack(spec.config, index, index + 1, tensors, names, dtype)
+        block = spec.family.build_stack(spec.config, index, index + 1, tensors, names, build_dtype)
         del tensors
         if precision is not Precision.NONE:
             for layer in block.layers:
                 quantize_module(layer, precision)
                 spec.family.quantize_experts(layer, precision)  # stacked MoE experts (not nn.Linear): the family's layout
+            for parameter in block.parameters():  # what was not quantized computes in float32
+                if parameter.is_floating_point() and parameter.dtype != torch.float32:
+                    parameter.data = parameter.data.float()
         block = block.to(device)
         stack = block if stack is None else stack.extended(block)
         if on_block is not None:

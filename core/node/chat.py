@@ -5,6 +5,9 @@ The client (core.client.model.DistributedModelForCausalLM: embeddings, final nor
 swarm's servers) is built on first use and kept while the model and the swarm connection stay the same. It shares
 the node's DHT (so in a private swarm it speaks as this PC, a member), and reaches this PC's own server through
 core.node.loopback, since libp2p will not dial its own peer id.
+
+A generate command's `speculative` ("lookup" by default: the same reply in fewer trips through the swarm) and
+`private` (the first and last blocks on this PC) reach the client's generation (`ReplyOptions`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,24 @@ def build_client(recipe: ClientRecipe):
                                                          timeout=CLIENT_TIMEOUT_SECONDS)
     client.swarm.p2p = LoopbackP2P(client.swarm.p2p, recipe.local)  # sessions and pings take it from here
     return client
+
+
+class ReplyOptions:
+    """The chat client for one reply, with the command's generation options (`speculative`, `private`) added to
+    every `generate`/`agenerate` call; everything else is the client's own (core.node.cancellable drives it)."""
+
+    def __init__(self, client, cmd: protocol.Generate):
+        self._client = client
+        self.options = {"speculative": cmd.speculative, "private": cmd.private}
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def generate(self, **kwargs):
+        return self._client.generate(**kwargs, **self.options)
+
+    async def agenerate(self, request, **kwargs):
+        return await self._client.agenerate(request, **kwargs, **self.options)
 
 
 def close_client(client) -> None:
@@ -161,8 +182,8 @@ class ChatService:
 
             messages = [{"role": m.role, "content": m.content} for m in cmd.messages] if cmd.messages else None
             # cancel interrupts a step in flight and closes the servers' sessions (core/node/cancellable.py)
-            result = cancellable.generate(client, cancel, on_token, prompt=cmd.prompt, messages=messages,
-                                          **sampling_kwargs(cmd))
+            result = cancellable.generate(ReplyOptions(client, cmd), cancel, on_token, prompt=cmd.prompt,
+                                          messages=messages, **sampling_kwargs(cmd))
             self._send(protocol.Done(request_id=cmd.request_id, text=result.text, token_count=len(result.token_ids),
                                      tokens_per_second=round(result.tokens_per_second, 2),
                                      route=result.route, stop_reason=result.stop_reason))

@@ -1,7 +1,8 @@
 """The node's settings, as the GUI's `set_config` command gives them: a frozen record and a pure parser.
 
 The app sends mode, model, swarm_name, swarm_id, pc_name, memory_cap_bytes (0 = automatic), log_dir, and api_enabled
-/ api_port ("Let apps on this PC use the swarm", applied at once). A headless owner or a test may add
+/ api_port ("Let apps on this PC use the swarm", applied at once), and rules (when this PC serves, core/node/rules.py,
+applied at once). A headless owner or a test may add
 initial_peers, host, port, device, dtype, num_blocks and cache_tokens. Unknown names and bad values are reported in
 words and skipped; the rest still applies.
 """

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from potluck.core import paths, protocol
+from potluck.core.client.suspects import read_suspects
 from potluck.core.node import stats as node_stats
 from potluck.core.node.api_service import ApiService
 from potluck.core.node.chat import ChatService, ClientRecipe
@@ -399,7 +400,8 @@ class NodeController:
             tokens_used = self._tokens_used
         stats = node_stats.build_stats(contribution, total_blocks=self.spec.num_blocks if self.spec is not None else 0,
                                        memory_used_bytes=used, memory_free_bytes=free, tokens_used=tokens_used,
-                                       by_block=self._by_block, me=me, **self.upkeep.stats_inputs(contribution))
+                                       by_block=self._by_block, me=me, suspects=frozenset(read_suspects()),
+                                       **self.upkeep.stats_inputs(contribution))
         return dataclasses.replace(stats, api_url=self.api.url)
 
     # ------------------------------------------------------------------ the end
@@ -425,7 +427,7 @@ class NodeController:
                 log.exception("leaving the swarm cleanly failed")
         await asyncio.to_thread(self.api.close)  # its replies run on the chat client
         await asyncio.to_thread(self.chat.close, 2.0)
-        self.upkeep.close()
+        await self.upkeep.leave()  # friends see this PC leave now, not when its presence expires
         if self.network is not None:
             try:
                 await asyncio.wait_for(self.network.close(), 5)

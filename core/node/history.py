@@ -158,10 +158,11 @@ class Recorder:
     def pending(self) -> dict[str, Totals]:
         return dict(self._pending)
 
-    def pending_bytes_up(self, now: dt.datetime) -> int:
-        """Bytes sent this month that are noted but not yet written."""
+    def pending_bytes_up(self, now: dt.datetime, totals: Totals | None = None) -> int:
+        """Bytes sent this month that are not written yet: noted, and (given the counters now) not even noted."""
         month = day_key(now)[:7]
-        return sum(t.bytes_up for day, t in self._pending.items() if day.startswith(month))
+        unnoted = totals.minus(self._last).bytes_up if totals is not None else 0
+        return unnoted + sum(t.bytes_up for day, t in self._pending.items() if day.startswith(month))
 
 
 def merged_days(stored: list[HistoryDay], pending: dict[str, Totals], since_day: str = "") -> list[HistoryDay]:

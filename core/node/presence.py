@@ -19,7 +19,8 @@ from potluck.core.swarm import dht as swarm_dht
 log = logging.getLogger(__name__)
 
 PRESENCE_KEY = "_potluck.presence"
-PRESENCE_PERIOD_SECONDS = 10.0  # how often a node renews its presence
+PRESENCE_PERIOD_SECONDS = 10.0  # how often a node renews its presence (and at once when its state changes)
+PRESENCE_READ_SECONDS = 4.0  # how often a node reads everyone's (a leaving node says so: offline within this)
 PRESENCE_TTL_SECONDS = 30.0  # a node that stopped renewing is gone after this long
 MAX_PRESENCE = 512
 _STATES = ("serving", "paused", "starting", "draining", "stopped", "failed", "stopping")

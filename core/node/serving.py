@@ -228,13 +228,9 @@ def memory_bytes(device: str) -> tuple[int, int]:
 
 
 def _resident_bytes() -> int:
-    """What this process really holds: its private (anonymous) resident memory on Linux. Pages of model files it
-    mapped count in its resident size too, but they are the page cache's, dropped at no cost when memory runs low."""
+    """What this process holds in RAM now (resident pages: its own memory and the model files it maps; the blocks'
+    weights are often mapped from the checkpoint's files, so its private memory alone would leave them out)."""
     try:
-        with open("/proc/self/status") as f:
-            anon = next((line for line in f if line.startswith("RssAnon:")), "")
-        if anon:
-            return int(anon.split()[1]) * 1024
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):

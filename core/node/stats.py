@@ -7,7 +7,8 @@ tests/node/test_stats.py. The control loop gathers the inputs; these decide what
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from potluck.core import protocol
@@ -153,13 +154,15 @@ class Presence:
 
 
 def members(records: Iterable[ServerRecord], me: Me | None, presence: Iterable[Presence] = (),
-            remembered: Mapping[str, tuple[str, float]] | None = None, now: float = 0.0) -> tuple[protocol.Member, ...]:
+            remembered: Mapping[str, tuple[str, float]] | None = None, now: float = 0.0,
+            suspects: Collection[str] = ()) -> tuple[protocol.Member, ...]:
     """Everyone this PC knows in the swarm, one entry per peer, this PC first as its node state says.
 
     A peer is online when it announces a server record that is not offline, or its presence (a paused PC has no
     blocks but is there): every PC applies the same rule to the same announcements, so two PCs agree on who is
     online. Peers seen before (`remembered`: peer id -> (name, last seen unix seconds)) stay listed, offline, with
-    when they were last seen. Online peers are seen `now`."""
+    when they were last seen. Online peers are seen `now`. Peers in `suspects` (this PC's spot checks caught them
+    computing wrong, core/client/suspects.py) are flagged `suspect`; this PC never is."""
     out: dict[str, protocol.Member] = {}
     own = me.peer_id if me is not None else None
     for record in records:
@@ -190,7 +193,8 @@ def members(records: Iterable[ServerRecord], me: Me | None, presence: Iterable[P
         listed.insert(0, protocol.Member(peer_id=me.peer_id, name=me.name, state=_SELF_STATE[me.state],
                                          start_block=start, end_block=end, online=online,
                                          last_seen=now if online else 0.0))
-    return tuple(listed)
+    flagged = set(suspects) - {own}
+    return tuple(dataclasses.replace(m, suspect=True) if m.peer_id in flagged else m for m in listed)
 
 
 class RateWindow:
@@ -229,10 +233,12 @@ def build_stats(
     now: float = 0.0,
     served_tokens_per_second: float = 0.0,
     memory_blocks_bytes: int = 0,
+    memory_chat_bytes: int = 0,
     month_bytes_up: int = 0,
+    suspects: Collection[str] = (),
 ) -> protocol.Stats:
     """One stats event. `by_block` is the swarm's records for the model (None before the swarm was read);
-    `presence`, `remembered` and `now` as `members` takes them; the rest passes through."""
+    `presence`, `remembered`, `now` and `suspects` as `members` takes them; the rest passes through."""
     hosted = contribution.end_block - contribution.start_block
     return protocol.Stats(
         start_block=contribution.start_block,
@@ -249,12 +255,14 @@ def build_stats(
         throughput_tokens_per_second=round(
             throughput_tokens_per_second(contribution.block_tokens_per_second, hosted), 2),
         tokens_used=tokens_used,
-        members=members(unique_servers(by_block) if by_block is not None else (), me, presence, remembered, now),
+        members=members(unique_servers(by_block) if by_block is not None else (), me, presence, remembered, now,
+                        suspects),
         coverage=online_per_block(total_blocks, by_block) if by_block is not None else (),
         peer_id=me.peer_id if me is not None else "",
         tokens_for_others=contribution.tokens_for_others,
         served_tokens_per_second=round(max(0.0, served_tokens_per_second), 2),
         memory_blocks_bytes=max(0, memory_blocks_bytes),
+        memory_chat_bytes=max(0, memory_chat_bytes),
         month_bytes_up=max(0, month_bytes_up),
     )
 

@@ -46,9 +46,12 @@ class Upkeep:
         self._rate = RateWindow()
         self._presence: list[Presence] = []
         self._presence_at = float("-inf")
+        self._presence_read_at = float("-inf")
+        self._presence_state = ""  # the node state last announced
         self._history_at = float("-inf")
         self._file_rules: node_rules.ServingRules | None = None
-        self._blocks_bytes: tuple[int, int] = (0, 0)  # (id of the stack measured, its bytes)
+        self._blocks_bytes: tuple[tuple, int] = ((), 0)  # (which stack was measured, its bytes)
+        self._chat_parts: tuple[object, int] = (None, 0)  # (the chat client's parts measured, their bytes)
         self._threads_default: int | None = None
         self.owner_wants_serving = True  # the owner's wish (start/resume vs pause); rules never override a pause
         self.rule: node_rules.Decision | None = None  # the rule that holds serving back now, if any
@@ -65,6 +68,19 @@ class Upkeep:
                 log.warning("no history: cannot open %s: %s", node_history.history_path(), exc)
         return self._store
 
+    async def leave(self) -> None:
+        """Shutting down: say so in the swarm (friends list this PC offline at once), write the history, close."""
+        dht = getattr(self.ctl.network, "dht", None)
+        if dht is not None and self._presence_state:
+            from potluck.core.node import presence
+
+            try:
+                await asyncio.wait_for(presence.announce(dht, self.ctl.network.peer_id, self.ctl.config.pc_name,
+                                                         "stopping"), 3)
+            except Exception as exc:  # leaving anyway
+                log.info("could not say goodbye in the swarm: %s", exc)
+        self.close()
+
     def close(self) -> None:
         if self._recorder is not None:
             try:
@@ -78,17 +94,23 @@ class Upkeep:
     # ------------------------------------------------------------------ presence
 
     async def before_stats(self) -> None:
+        """Renew this node's presence every PRESENCE_PERIOD_SECONDS (and at once when its state changed); read
+        everyone's every PRESENCE_READ_SECONDS, so a friend who leaves is offline here within seconds."""
         network = self.ctl.network
         dht = getattr(network, "dht", None)
-        if dht is None or self._monotonic() - self._presence_at < _presence_period():
+        if dht is None:
             return
         from potluck.core.node import presence
 
-        self._presence_at = self._monotonic()
+        now = self._monotonic()
         try:
-            await asyncio.wait_for(presence.announce(dht, network.peer_id, self.ctl.config.pc_name,
-                                                     self.ctl.state.value), 10)
-            self._presence = await asyncio.wait_for(presence.fetch(dht), 10)
+            if self.ctl.state.value != self._presence_state or now - self._presence_at >= presence.PRESENCE_PERIOD_SECONDS:
+                self._presence_at, self._presence_state = now, self.ctl.state.value
+                await asyncio.wait_for(presence.announce(dht, network.peer_id, self.ctl.config.pc_name,
+                                                         self.ctl.state.value), 10)
+            if now - self._presence_read_at >= presence.PRESENCE_READ_SECONDS:
+                self._presence_read_at = now
+                self._presence = await asyncio.wait_for(presence.fetch(dht), 10)
         except (asyncio.TimeoutError, RuntimeError, OSError) as exc:
             log.info("could not renew presence: %s", exc)
 
@@ -117,23 +139,37 @@ class Upkeep:
         now = self._clock()
         return dict(presence=tuple(self._presence), remembered=self.remembered(), now=time.time(),
                     served_tokens_per_second=self._rate.add(self._monotonic(), contribution.tokens_served),
-                    memory_blocks_bytes=self._stack_bytes(), month_bytes_up=self.month_bytes_up(now))
+                    memory_blocks_bytes=self._stack_bytes(), memory_chat_bytes=self._chat_bytes(),
+                    month_bytes_up=self.month_bytes_up(now, contribution.bytes_up))
 
-    def month_bytes_up(self, now: dt.datetime) -> int:
+    def month_bytes_up(self, now: dt.datetime, bytes_up_now: int | None = None) -> int:
+        """Sent this calendar month: the days written, what is noted, and (given the counter now) the rest."""
         store = self.store()
         if store is None:
             return 0
-        return store.month_bytes_up(now) + self._recorder.pending_bytes_up(now)
+        totals = node_history.Totals(bytes_up=bytes_up_now) if bytes_up_now is not None else None
+        return store.month_bytes_up(now) + self._recorder.pending_bytes_up(now, totals)
 
     def _stack_bytes(self) -> int:
         serving = self.ctl.serving
         stack = getattr(getattr(serving, "server", None), "stack", None)
         if stack is None:
             return 0
-        if self._blocks_bytes[0] != id(stack):
+        key = (id(stack), stack.start, stack.end)
+        if self._blocks_bytes[0] != key:
             tensors = [*stack.parameters(), *stack.buffers()]
-            self._blocks_bytes = (id(stack), sum(t.numel() * t.element_size() for t in tensors))
+            self._blocks_bytes = (key, sum(t.numel() * t.element_size() for t in tensors))
         return self._blocks_bytes[1]
+
+    def _chat_bytes(self) -> int:
+        """The chat client's own model parts (embeddings, final norm, output layer), once a chat built them."""
+        built = getattr(self.ctl.chat, "_client", None)  # (recipe, client) in core/node/chat.ChatService
+        parts = getattr(built[1], "parts", None) if built else None
+        if parts is None:
+            return 0
+        if self._chat_parts[0] is not parts:
+            self._chat_parts = (parts, sum(t.numel() * t.element_size() for t in [*parts.parameters(), *parts.buffers()]))
+        return self._chat_parts[1]
 
     async def after_stats(self, stats: protocol.Stats) -> None:
         store = self.store()
@@ -187,10 +223,20 @@ class Upkeep:
         self.rule = decision
         if self.ctl.serving is not None:
             await self.ctl._drain_and_stop(None)
+        await self._join_anyway()
         if (self.ctl.state, self.ctl.detail) == (NodeState.PAUSED, decision.reason):
             self.ctl.send(protocol.State(state=NodeState.PAUSED, detail=decision.reason))  # heard: still paused
         self.ctl.set_state(NodeState.PAUSED, decision.reason)
         return True
+
+    async def _join_anyway(self) -> None:
+        """A PC a rule holds back is still in the swarm (its friends see it, paused; its chat works)."""
+        if getattr(self.ctl.network, "dht", None) is not None:
+            return
+        try:
+            await self.ctl._join_swarm(await self.ctl._network())
+        except Exception as exc:  # no model yet, an unusable code…: the next start says so
+            log.info("paused by a rule, and not in the swarm yet: %s", exc)
 
     async def apply_rules(self, now: dt.datetime) -> None:
         ctl = self.ctl
@@ -227,10 +273,6 @@ class Upkeep:
         if self._threads_default is None:
             self._threads_default = torch.get_num_threads()
         torch.set_num_threads(threads or self._threads_default)
-
-
-def _presence_period() -> float:
-    return 10.0  # core.node.presence.PRESENCE_PERIOD_SECONDS (that module is heavy: hivemind)
 
 
 def load_rules_file(folder=None) -> node_rules.ServingRules:

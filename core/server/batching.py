@@ -2,9 +2,9 @@
 
 A CPU decode step is bound by reading the weights, so four sessions' steps cost about what one costs if their
 matrix products run together. Each session keeps its own cache, positions and masks: the sessions' steps run their
-blocks side by side (one worker thread each), and only the linear layers meet. `BatchedLinear` wraps every linear
-layer of a stack; while a batch is running, each participant's call waits at that layer's rendezvous until every
-participant has arrived, the last one computes all their rows in one product, and each takes back its own rows.
+blocks side by side (one greenlet each, in one thread), and only the linear layers meet. `BatchedLinear` wraps
+every linear layer of a stack; in a batch, each step parks at a linear layer until every step has reached it, the
+layer computes all their rows in one product, and each step takes back its own rows.
 Outside a batch the wrapper is a plain call. Attention, norms and experts run per session, exactly as alone; a
 linear layer's rows are computed together, which on the quantized kernels gives identical bits (their rows are
 independent) and in float32 the same up to the product's rounding (about 1e-6).
@@ -17,11 +17,10 @@ chunks) run alone, between batches, so a long prompt does not freeze the others 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import greenlet
 import torch
 from torch import nn
 
@@ -31,54 +30,89 @@ BATCH_WINDOW_SECONDS = 0.002  # how long the first step of a batch waits for oth
 MAX_BATCH_SESSIONS = 8
 
 
-class BatchAborted(RuntimeError):
-    """Another participant of the batch failed; this step is retried alone."""
+class _Park:
+    """What a session's greenlet hands the scheduler at a linear layer: the layer and its input rows."""
+
+    __slots__ = ("layer", "x")
+
+    def __init__(self, layer: "BatchedLinear", x: torch.Tensor):
+        self.layer, self.x = layer, x
 
 
-class _Batch:
-    """The rendezvous of one batch: per linear layer, the rows of every participant."""
-
-    def __init__(self, participants: int):
-        self.participants = participants
-        self.lock = threading.Condition()
-        self.calls: dict[int, dict] = {}  # layer id -> {"inputs": {slot: x}, "outputs": None | list, "error": …}
-        self.failed: BaseException | None = None
-
-    def linear(self, layer: "BatchedLinear", slot: int, x: torch.Tensor) -> torch.Tensor:
-        key = id(layer)
-        with self.lock:
-            call = self.calls.setdefault(key, {"inputs": {}, "outputs": None})
-            call["inputs"][slot] = x
-            if len(call["inputs"]) == self.participants:
-                order = sorted(call["inputs"])
-                rows = [call["inputs"][s].reshape(-1, x.shape[-1]) for s in order]
-                try:
-                    out = layer.inner(torch.cat(rows))
-                except BaseException as e:  # everyone must leave the rendezvous
-                    self.failed = e
-                    self.lock.notify_all()
-                    raise
-                outputs, start = {}, 0
-                for s, r in zip(order, rows):
-                    outputs[s] = out[start : start + r.shape[0]]
-                    start += r.shape[0]
-                call["outputs"] = outputs
-                del self.calls[key]  # the next call of this layer (the next step) is a new rendezvous
-                self.lock.notify_all()
-            else:
-                while call["outputs"] is None and self.failed is None:
-                    self.lock.wait()
-                if self.failed is not None and call["outputs"] is None:
-                    raise BatchAborted(f"another session of the batch failed: {self.failed}")
-            return call["outputs"][slot].reshape(*x.shape[:-1], -1)
-
-    def abort(self, error: BaseException) -> None:
-        with self.lock:
-            self.failed = self.failed or error
-            self.lock.notify_all()
+_workers: dict = {}  # greenlet -> its batch's scheduler greenlet, for the greenlets running sessions' steps
 
 
-_current = threading.local()  # (batch, slot) of the step this thread runs, if it runs in a batch
+def run_together(runs: list) -> list:
+    """Run the steps `runs` (callables) side by side in one thread, each in its own greenlet; at every linear layer
+    they park, and the layer computes all parked rows in one product. Returns each step's result or exception.
+
+    Greenlets, not threads: a switch costs about a microsecond and keeps torch on this thread's full thread pool,
+    where thread hand-offs at ~60 linear layers a step cost milliseconds. Steps that park at different layers
+    (they should not: the same blocks run the same layers) are computed layer by layer, so nothing can wait
+    forever."""
+    scheduler = greenlet.getcurrent()
+    outcomes: list = [None] * len(runs)
+    parked: dict[int, _Park] = {}
+    workers = []
+    for run in runs:
+        worker = greenlet.greenlet(lambda run=run: _guarded(run))
+        _workers[worker] = scheduler
+        workers.append(worker)
+    try:
+        with torch.inference_mode():  # one outer mode: the steps' own guards nest inside it, in any order
+            sends = {i: _START for i in range(len(runs))}
+            while sends:
+                for i, value in list(sends.items()):
+                    got = workers[i].switch() if value is _START else workers[i].switch(value)
+                    if isinstance(got, _Park):
+                        parked[i] = got
+                    else:
+                        outcomes[i] = got
+                sends = {}
+                if parked:
+                    layer = next(iter(parked.values())).layer
+                    group = sorted(i for i, p in parked.items() if p.layer is layer)
+                    rows = [parked[i].x.reshape(-1, parked[i].x.shape[-1]) for i in group]
+                    try:
+                        out = layer.inner(torch.cat(rows))
+                    except BaseException as e:  # the layer failed: each of its callers gets the error
+                        out = e
+                    start = 0
+                    for i, r in zip(group, rows):
+                        x = parked.pop(i).x
+                        if isinstance(out, BaseException):
+                            sends[i] = _Raise(out)
+                        else:
+                            sends[i] = out[start : start + r.shape[0]].reshape(*x.shape[:-1], -1)
+                        start += r.shape[0]
+    finally:
+        for worker in workers:
+            _workers.pop(worker, None)
+    return outcomes
+
+
+_START = object()  # the first switch into a step's greenlet starts it (with no value)
+
+
+class _Raise:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _guarded(run):
+    try:
+        return run()
+    except BaseException as e:  # handed to the scheduler as this step's outcome
+        return _Failed(e)
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 class BatchedLinear(nn.Module):
@@ -89,10 +123,13 @@ class BatchedLinear(nn.Module):
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = getattr(_current, "batch", None)
-        if batch is None:
+        scheduler = _workers.get(greenlet.getcurrent())
+        if scheduler is None:
             return self.inner(x)
-        return batch[0].linear(self, batch[1], x)
+        got = scheduler.switch(_Park(self, x))
+        if isinstance(got, _Raise):
+            raise got.error
+        return got
 
 
 def make_batchable(module: nn.Module) -> int:
@@ -121,7 +158,6 @@ class StepBatcher:
     def __init__(self, *, window_seconds: float = BATCH_WINDOW_SECONDS, max_sessions: int = MAX_BATCH_SESSIONS,
                  open_sessions=lambda: 1):
         self.window_seconds, self.max_sessions, self.open_sessions = window_seconds, max_sessions, open_sessions
-        self._pool = ThreadPoolExecutor(max_sessions, thread_name_prefix="potluck-step")
         self._waiting: list[_Waiting] = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -165,30 +201,14 @@ class StepBatcher:
         if len(group) == 1:
             await self._settle(group[0], asyncio.to_thread(group[0].run))
             return
-        batch = _Batch(len(group))
         self.batches_run += 1
         self.steps_batched += len(group)
-
-        def in_batch(slot: int, run):
-            _current.batch = (batch, slot)
-            try:
-                return run()
-            except BaseException as e:
-                batch.abort(e)
-                raise
-            finally:
-                _current.batch = None
-
-        loop = asyncio.get_running_loop()
-        futures = [loop.run_in_executor(self._pool, in_batch, slot, w.run) for slot, w in enumerate(group)]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for w, result in zip(group, results):
-            if isinstance(result, BatchAborted):  # an innocent bystander of another session's failure: alone
-                await self._settle(w, asyncio.to_thread(w.run))
-            elif isinstance(result, BaseException):
-                w.future.set_exception(result)
+        outcomes = await asyncio.to_thread(run_together, [w.run for w in group])
+        for w, outcome in zip(group, outcomes):
+            if isinstance(outcome, _Failed):
+                w.future.set_exception(outcome.error)
             else:
-                w.future.set_result(result)
+                w.future.set_result(outcome)
 
     async def _settle(self, item: _Waiting, coro) -> None:
         try:
@@ -197,4 +217,4 @@ class StepBatcher:
             item.future.set_exception(e)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: batches run on asyncio's worker threads."""

@@ -52,6 +52,7 @@ class ServerConfig:
     announce_period_seconds: float = swarm_dht.DEFAULT_ANNOUNCE_PERIOD_SECONDS
     record_ttl_seconds: float = swarm_dht.DEFAULT_RECORD_TTL_SECONDS
     drain_timeout_seconds: float = 30.0  # the longest a drain waits for live sessions
+    batching: bool = True  # run concurrent sessions' decode steps together (core/server/batching.py)
 
 
 @dataclass
@@ -247,7 +248,7 @@ class BlockServer:
         they run right here, together they share the weights' reads. Longer steps (prefill chunks, speculative
         checks) run beside them, the big ones on a worker thread one at a time, so they never freeze the others."""
         run = functools.partial(session.run_step, position, hidden)
-        if hidden.shape[1] == 1:
+        if hidden.shape[1] == 1 and self.config.batching:
             return await self.batcher.run(run, (session.stack.start, session.stack.end))
         if hidden.shape[1] * (session.stack.end - session.stack.start) <= INLINE_COMPUTE_TOKEN_BLOCKS:
             return run()

@@ -30,6 +30,31 @@ def _private_dirs(tmp_path, monkeypatch):
         monkeypatch.delenv(name)
 
 
+class FakeSizer:
+    """Stands in for the engine process that sizes a typed model (`potluck models --model … --json`)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model: str):
+        from potluck.core.model.catalog import ModelSize
+
+        self.calls.append(model)
+        if "unsupported" in model:
+            raise RuntimeError("model type 'bert' is not supported yet (supported: llama, mistral, qwen2)")
+        return ModelSize(model, 32, {"none": 64 * 2**30, "int8": 34 * 2**30, "int4": 20 * 2**30}, "bfloat16")
+
+
+@pytest.fixture(autouse=True)
+def fake_sizer(monkeypatch) -> FakeSizer:
+    """No test starts the real engine to size a typed model unless it asks to (tests/app/test_model_catalog.py)."""
+    from potluck.app import model_catalog
+
+    sizer = FakeSizer()
+    monkeypatch.setattr(model_catalog, "size_from_engine", sizer)
+    return sizer
+
+
 @pytest.fixture
 def fake_node_command() -> list[str]:
     return [sys.executable, str(FAKE_NODE), "node"]

@@ -19,12 +19,16 @@ Behaviour switches (environment):
   FAKE_NODE_GENERATE_ERROR=TEXT answer generate with an error event
   FAKE_NODE_ALERT=TEXT          send a critical alert right after it starts serving
   FAKE_NODE_RECORD=PATH         append a launch record (argv, POTLUCK_* variables) and every command line received
+  FAKE_NODE_HISTORY=PATH        JSON list of history days to report (default: two weeks of made-up days)
+  FAKE_NODE_LOAD_DELAY_S=S      pause between the loading progress events of a start (default 0)
+  FAKE_NODE_PAUSED_BY_RULE=TEXT answer start with state paused and TEXT as detail (a serving rule holds it back)
 and the swarm page's switches of fake_swarm.py (FAKE_NODE_SWARM, FAKE_NODE_LOOPBACK, FAKE_NODE_JOIN_ERROR,
 FAKE_NODE_REMOVED).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import queue
@@ -44,15 +48,16 @@ DEFAULT_STATS = {
     "start_block": 12, "end_block": 24, "total_blocks": 32, "tokens_served": 48_213, "sessions_served": 57,
     "active_sessions": 2, "uptime_seconds": 3 * 3600 + 17 * 60, "bytes_up": 1_820_000_000, "bytes_down": 960_000_000,
     "memory_used_bytes": 7_400_000_000, "memory_free_bytes": 5_100_000_000, "throughput_tokens_per_second": 41.5,
-    "tokens_used": 12_940, "peer_id": "12D3KooWme",
+    "tokens_used": 12_940, "peer_id": "12D3KooWme", "tokens_for_others": 41_870, "served_tokens_per_second": 6.4,
+    "memory_blocks_bytes": 6_900_000_000, "month_bytes_up": 14_300_000_000,
     "members": [
         {"peer_id": "12D3KooWme", "name": "Sam's desktop", "state": "online", "start_block": 12, "end_block": 24, "online": True},
         {"peer_id": "12D3KooWana", "name": "Ana's desktop", "state": "online", "start_block": 0, "end_block": 14,
          "online": True},
         {"peer_id": "12D3KooWben", "name": "Ben's mini PC", "state": "draining", "start_block": 20, "end_block": 28,
          "online": True},
-        {"peer_id": "12D3KooWcho", "name": "Cho's laptop", "state": "offline", "start_block": 24, "end_block": 32,
-         "online": False},
+        {"peer_id": "12D3KooWcho", "name": "Cho's laptop", "state": "offline", "start_block": 0, "end_block": 0,
+         "online": False, "last_seen": -(2 * 3600 + 10 * 60)},  # negative: seconds before now (made absolute)
     ],
     "coverage": [1] * 12 + [2, 2] + [1] * 6 + [2] * 4 + [1] * 4 + [0] * 4,
 }
@@ -94,7 +99,33 @@ class FakeNode:
     def stats(self) -> protocol.Stats:
         path = self.env.get("FAKE_NODE_STATS")
         data = json.loads(Path(path).read_text()) if path else DEFAULT_STATS
-        return protocol.decode_event(json.dumps({"v": 1, "kind": "stats", **data}))
+        now = time.time()
+        members = [{**m, "last_seen": now + m["last_seen"] if m.get("last_seen", 0) < 0 else m.get("last_seen", 0)}
+                   for m in data.get("members", [])]
+        return protocol.decode_event(json.dumps({"v": 1, "kind": "stats", **data, "members": members}))
+
+    def history(self) -> protocol.History:
+        path = self.env.get("FAKE_NODE_HISTORY")
+        if path:
+            days = json.loads(Path(path).read_text())
+        else:  # two weeks of a PC that serves evenings and chats a little
+            today = datetime.date.today()
+            days = [{"day": (today - datetime.timedelta(days=13 - i)).isoformat(), "tokens_served": 900 * (i % 5 + 2),
+                     "tokens_for_others": 700 * (i % 5 + 2), "tokens_used": 350 * (i % 3 + 1),
+                     "serving_seconds": 3600 * (1 + i % 4), "bytes_up": 400_000_000 * (i % 4 + 1),
+                     "bytes_down": 150_000_000 * (i % 3 + 1)} for i in range(14) if i not in (3, 9)]
+        return protocol.decode_event(json.dumps({"v": 1, "kind": "history", "days": days}))
+
+    def load(self) -> None:
+        """Progress events as the real node sends them while it loads 12 blocks of 0.65 GiB."""
+        delay_seconds = float(self.env.get("FAKE_NODE_LOAD_DELAY_S", "0"))
+        block_bytes = 700_000_000
+        self.send(protocol.Progress(stage="download", done_bytes=2_100_000_000, total_bytes=4_900_000_000,
+                                    text="Downloading model-00002-of-00004.safetensors"))
+        for done in range(13):
+            self.send(protocol.Progress(stage="load", done_bytes=done * block_bytes, total_bytes=12 * block_bytes,
+                                        done_blocks=done, total_blocks=12, text=f"Loaded block {11 + done}"))
+            time.sleep(delay_seconds)
 
     def serve(self, detail: str) -> None:
         self.set_state(NodeState.STARTING, detail)
@@ -105,11 +136,17 @@ class FakeNode:
         if fail:
             self.set_state(NodeState.FAILED, fail)
             return
+        rule = self.env.get("FAKE_NODE_PAUSED_BY_RULE")
+        if rule:
+            self.set_state(NodeState.PAUSED, rule)
+            return
         self.send(protocol.decode_event(json.dumps({"v": 1, "kind": "sizing", **DEFAULT_SIZING})))
+        self.load()
         if self.env.get("FAKE_NODE_GARBAGE"):
             self.write_raw("Some library printed this to stdout")
         self.set_state(NodeState.SERVING, "Serving blocks 12–23")
         self.send(self.stats())
+        self.send(self.history())
         self.swarm.serving()
         alert = self.env.get("FAKE_NODE_ALERT")
         if alert:
@@ -155,6 +192,7 @@ class FakeNode:
                 self.set_state(NodeState.PAUSED, "Paused by you")
         elif isinstance(cmd, protocol.Refresh):
             self.send(self.stats())
+            self.send(self.history())
         elif isinstance(cmd, protocol.Generate):
             threading.Thread(target=self.generate, args=(cmd,), daemon=True).start()
         elif isinstance(cmd, protocol.Cancel):

@@ -107,3 +107,63 @@ def test_where_the_key_is_kept_is_said_only_when_known(qtbot, ui_settings, autos
                             ui_settings, tmp_path / "logs")
     qtbot.addWidget(window)
     assert not any("kept in" in w.text() for w in window.findChildren(QLabel))
+
+
+# ---- when this PC serves (serving rules) and apps on this PC (the API) ---------------------------------------------
+
+
+def test_serving_rules_and_the_api_are_saved_in_their_json_form(qtbot, ui_settings, autostart, tmp_path):
+    from PySide6.QtCore import QTime
+
+    window, on_save = make_window(qtbot, ui_settings, autostart, tmp_path)
+    panel = window.rules_panel
+    assert panel.idle_minutes.text() == "whether I use this PC or not" and not panel.scheduled.isChecked()
+    panel.idle_minutes.setValue(10)
+    assert panel.idle_minutes.text() == "only after 10 min without input"
+    panel.scheduled.setChecked(True)
+    for index in (5, 6):
+        panel.days[index].setChecked(True)  # Mon–Fri are ticked by default: add the weekend
+    panel.start_time.setTime(QTime(22, 0))
+    panel.end_time.setTime(QTime(7, 30))
+    assert panel.schedule_words.text() == "Serves every day 22:00–07:30."
+    panel.upload_cap.setValue(50)
+    panel.cpu_threads.setValue(1)
+    assert panel.cpu_threads.text() == "1 thread"
+    panel.api_enabled.setChecked(True)
+    panel.api_port.setValue(8123)
+    assert panel.api_words.text() == "Apps reach it at http://127.0.0.1:8123/v1 (this PC only)."
+    window.save_button.click()
+    (saved,) = on_save.saved
+    assert saved.rules == {"idle_minutes": 10, "serve_on_battery": False, "cpu_threads": 1,
+                           "schedule": [{"days": [0, 1, 2, 3, 4, 5, 6], "start": "22:00", "end": "07:30"}],
+                           "monthly_upload_cap_bytes": 50 * 2**30}
+    assert (saved.api_enabled, saved.api_port) == (True, 8123)
+    values = saved.node_values(tmp_path)
+    assert values["rules"] == saved.rules and (values["api_enabled"], values["api_port"]) == (True, 8123)
+    from potluck.core.node.config import NodeConfig, apply_values
+
+    applied = apply_values(NodeConfig(), values)  # what the node makes of them
+    assert applied.problems == () and applied.config.rules.idle_minutes == 10
+
+
+def test_a_schedule_without_days_is_explained_and_not_saved(qtbot, ui_settings, autostart, tmp_path):
+    window, on_save = make_window(qtbot, ui_settings, autostart, tmp_path)
+    window.rules_panel.scheduled.setChecked(True)
+    for box in window.rules_panel.days:
+        box.setChecked(False)
+    window.save_button.click()
+    assert window.error_label.text() == "Choose at least one day for the schedule, or untick Only at these times."
+    assert on_save.saved == []
+
+
+def test_stored_rules_come_back_in_the_panel(qtbot, ui_settings, autostart, tmp_path):
+    rules = {"idle_minutes": 5, "serve_on_battery": True, "monthly_upload_cap_bytes": 3 * 2**30,
+             "schedule": [{"days": [5], "start": "09:00", "end": "17:00"}, {"days": [6], "start": "10:00", "end": "12:00"}]}
+    config = AppConfig(mode=SwarmMode.CREATE, model="org/tiny", rules=rules)
+    window, on_save = make_window(qtbot, ui_settings, autostart, tmp_path, config=config)
+    panel = window.rules_panel
+    assert (panel.idle_minutes.value(), panel.on_battery.isChecked(), panel.upload_cap.value()) == (5, True, 3)
+    assert [b.isChecked() for b in panel.days] == [False] * 5 + [True, False]
+    assert panel.schedule_words.text() == "Serves Sat 09:00–17:00; Sun 10:00–12:00."  # the second window is kept
+    window.save_button.click()
+    assert on_save.saved[0].rules["schedule"] == rules["schedule"]

@@ -37,6 +37,28 @@ def test_background_errors_reach_on_error_on_the_gui_thread(qtbot):
     assert seen == {"error": "no swarm", "thread": gui_thread}
 
 
+def test_a_result_for_a_closed_window_is_dropped_not_raised(qtbot):
+    from PySide6.QtWidgets import QPushButton, QWidget
+
+    class Window(QWidget):
+        def __init__(self):
+            super().__init__()
+            self.button = QPushButton("Check", self)
+
+        def show_result(self, value):
+            self.button.setText(str(value))  # raises if the window's C++ side is gone
+
+    release = threading.Event()
+    window, other = Window(), {}
+    run_in_background(lambda: release.wait(10) and 1, window.show_result, lambda exc: other.update(error=exc))
+    run_in_background(lambda: 2, lambda result: other.update(result=result), lambda exc: other.update(error=exc))
+    window.deleteLater()
+    qtbot.waitUntil(lambda: "result" in other, timeout=10_000)  # the event loop ran: the window is deleted now
+    release.set()
+    qtbot.wait(200)  # the first job finishes and its result arrives for a window that no longer exists
+    assert other == {"result": 2}
+
+
 def test_node_log_file_appends_and_rotates(tmp_path):
     log = NodeLogFile(tmp_path / "logs", max_bytes=200)
     for index in range(10):

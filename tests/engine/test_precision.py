@@ -133,3 +133,21 @@ def test_generate_refuses_bad_combinations(tiny_models, args, message):
     out = subprocess.run([sys.executable, "-m", "potluck.core", "generate", "--model", str(tiny_models["llama"]), *args],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_a_bfloat16_checkpoint_is_quantized_from_its_own_values(tiny_models, tmp_path):
+    """Built at bfloat16 (half the memory at the peak) or at float32, a bfloat16 checkpoint quantizes to the same bits."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_models["llama"]), dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16", max_shard_size="40KB")
+    spec = open_model(str(tmp_path / "bf16"))
+    assert spec.native_dtype is torch.bfloat16
+    built_small = load_blocks(spec, 0, 2, quant="int8")
+    spec.checkpoint.config_dict = {**spec.checkpoint.config_dict, "dtype": "float32", "torch_dtype": "float32"}
+    built_wide = load_blocks(spec, 0, 2, quant="int8")
+    small, wide = built_small.state_dict(), built_wide.state_dict()
+    assert small.keys() == wide.keys()
+    for name in small:
+        assert small[name].dtype == wide[name].dtype and torch.equal(small[name], wide[name]), name
+    assert all(p.dtype is torch.float32 for p in built_small.parameters() if p.is_floating_point())

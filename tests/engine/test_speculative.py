@@ -95,6 +95,19 @@ def test_sampling_with_lookup_matches_plain_sampling_statistically(tiny_models):
     assert tv < 0.15, (tv, plain, guessed)
 
 
+def test_seeded_sampling_gives_the_same_reply_with_and_without_lookup(tiny_models):
+    """Lookup guesses are checked by drawing the model's own token with the same generator: a seed fixes the reply."""
+    model = LocalModelForCausalLM.from_pretrained(str(tiny_models["llama"]))
+    guessed_any = 0
+    for seed in range(6):
+        ask = dict(max_new_tokens=24, eos_token_id=None, do_sample=True, temperature=0.2, top_p=0.95, seed=seed)
+        plain = model.generate(REPEATING, speculative="off", **ask)
+        guessed = model.generate(REPEATING, speculative="lookup", **ask)
+        assert guessed.token_ids == plain.token_ids, seed
+        guessed_any += guessed.draft_accepted
+    assert guessed_any > 0  # the guesses were really checked and kept, not skipped
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
 def test_local_greedy_output_is_unchanged(tiny_models, arch):
     model = LocalModelForCausalLM.from_pretrained(str(tiny_models[arch]))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from potluck.core.model.catalog import CATALOG, ModelSize, fit_line, size_of
+from potluck.core.model.catalog import CATALOG, ModelSize, fit_line, size_from_config, size_of
 from potluck.core.model.families import UnsupportedModelError
 from potluck.core.model.loading import load_blocks, open_model
 from potluck.core.numbers import GIB
@@ -33,9 +33,21 @@ def test_short_list_sizes_follow_the_published_shapes(model_id, params_b):
     assert size.blocks_bytes["int4"] < 0.33 * size.blocks_bytes["none"]
 
 
-def test_every_short_list_entry_is_supported():
+def test_the_short_lists_stored_sizes_are_what_its_configs_give():
     for entry in CATALOG:
-        assert size_of(entry.model_id).num_blocks > 0, entry.model_id
+        computed = size_from_config(entry.config, entry.model_id)
+        assert (entry.size.num_blocks, entry.size.blocks_bytes) == (computed.num_blocks, computed.blocks_bytes), entry
+
+
+def test_the_catalog_loads_no_engine():
+    import subprocess
+    import sys
+
+    code = ("import sys; from potluck.core.model.catalog import CATALOG, fit_line; "
+            "[fit_line(e.size, 'int4', 2**34) for e in CATALOG]; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_the_builtin_size_is_what_its_blocks_hold():

@@ -70,3 +70,14 @@ def test_recorder_splits_by_day_and_writes_in_batches(tmp_path):
     assert [(d.day, d.tokens_served, d.bytes_up) for d in store.days()] == [("2026-03-04", 10, 100),
                                                                            ("2026-03-05", 15, 50)]
     assert recorder.pending == {}
+
+
+def test_this_months_upload_includes_what_is_not_noted_yet(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    store.add("2026-03-01", Totals(bytes_up=1000))
+    recorder = Recorder(store)
+    now = dt.datetime(2026, 3, 4, 12)
+    recorder.note(Totals(bytes_up=300), now, monotonic=0.0)
+    assert recorder.pending_bytes_up(now) == 300
+    assert recorder.pending_bytes_up(now, Totals(bytes_up=450)) == 450  # 150 sent since the last note
+    assert store.month_bytes_up(now) + recorder.pending_bytes_up(now, Totals(bytes_up=450)) == 1450

@@ -56,6 +56,8 @@ def test_own_chats_are_used_not_given_and_the_history_has_today(node):
     stats = node.expect("stats after our chat", lambda e: isinstance(e, protocol.Stats) and e.tokens_used > 0, 30)
     assert stats.tokens_served > 0 and stats.tokens_for_others == 0  # this PC's own chat is not giving
     assert stats.tokens_used >= done.token_count
+    assert stats.memory_blocks_bytes > 0 and stats.memory_chat_bytes > 0  # what the memory figure is made of
+    assert stats.memory_used_bytes > stats.memory_blocks_bytes + stats.memory_chat_bytes
     node.send(protocol.Refresh())
     history = node.expect("the history", lambda e: isinstance(e, protocol.History) and e.days
                           and e.days[-1].tokens_used > 0, 30)

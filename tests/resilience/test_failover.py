@@ -119,7 +119,7 @@ def test_failover_skips_a_replacement_that_died_too(resilience_model):
                 if count[0] == 6:
                     victim.process.send_signal(signal.SIGKILL)
 
-            result = client.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=None, on_token=on_token, **generate)
+            result = client.generate(PROMPT, max_new_tokens=NEW_TOKENS, eos_token_id=None, on_token=on_token)
         finally:
             client.shutdown()
         assert result.token_ids == ref_tokens, result.failovers

@@ -11,6 +11,7 @@ Files and roles:
   the `Family` contract, loading helpers.
 - `decoder.py`: `DecoderFamily`, the shared runner of rotary decoders (Llama and its descendants).
 - `cache.py`: a session's cache; sliding-window layers keep their window plus a rollback margin.
+- `experts.py`: `QuantizedExperts`, mixture-of-experts weights at int8/int4 (the families' `quantize_experts` hook).
 - `shapes.py`: a block's weights as shapes (pure): block bytes, bytes one token reads, a sentence for the dashboard.
 - one module per family: `llama.py` (Llama 2/3, Mistral, Qwen2), `bloom.py`, `qwen3.py`, `qwen3_moe.py`,
   `mixtral.py`, `gpt_oss.py`, `gemma3.py`.

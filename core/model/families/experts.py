@@ -10,13 +10,17 @@ expert's two matrices stored as `QuantizedWeight`s (core/model/quant) and biases
         slot[t, j] = z * top_k_weights[t, j]
     out[t] = slot[t, 0] + slot[t, 1] + ... + slot[t, k - 1]     (in that order, as transformers' grouped_mm sums)
 
-looping over the experts that received tokens (gathering their rows, one qmatmul per matrix). Every step is either
-qmatmul (row-independent: a row's bits never depend on the other rows of the call) or elementwise, so a token's
-output depends only on its own hidden row and its own routing, never on which other tokens share the call. (As for
-any elementwise torch op, this holds for the calls' sizes tested; a call large enough for torch to split a row
-between threads may round an activation differently at the split, see tests/engine/test_moe_quant.py.)
+looping over the experts that received tokens (gathering their rows, one qmatmul per matrix). Every step is a
+gather, qmatmul (row-independent: a row's bits never depend on the other rows of the call) or elementwise, so a
+token's output depends only on its own hidden row and its own routing, not on which other tokens share the call
+(tested: a token alone, inside a 17-token chunk, among other tokens, on 1 or 2 threads). One limit, shared with every
+elementwise torch op and so with the dense quantized MLPs: torch computes the last few elements of a contiguous run
+(< 16 floats) and the elements at a thread split (calls over 32768 elements) on a scalar path whose sigmoid/exp may
+round differently, so the promise needs intermediate sizes that are multiples of 16 (every published MoE's are) and
+holds exactly for calls under 32768 elements per activation. The router's float32 F.linear in front of the experts
+is not row-independent at all (MKL picks kernels by row count), so a whole MoE block is not either.
 
-How each family lays out its experts is an `ExpertLayout` (`CONCATENATED_SILU`-like for Qwen3-MoE and Mixtral,
+How each family lays out its experts is an `ExpertLayout` (`CONCATENATED_GATED` for Qwen3-MoE and Mixtral,
 `GPT_OSS` for gpt-oss); a family's `quantize_experts(layer, precision)` hook calls `quantize_layer_experts` with it.
 """
 
@@ -47,7 +51,9 @@ class ExpertLayout:
     activation: str  # GATED: act_fn(gate) * up (the module's own act_fn); CLAMPED_SWIGLU: gpt-oss's (alpha, limit)
 
 
-CONCATENATED_GATED = ExpertLayout(transposed=False, interleaved=False, bias=False, activation=GATED)  # Qwen3-MoE, Mixtral
+# Qwen3-MoE, Mixtral
+CONCATENATED_GATED = ExpertLayout(transposed=False, interleaved=False, bias=False, activation=GATED)
+# gpt-oss
 GPT_OSS = ExpertLayout(transposed=True, interleaved=True, bias=True, activation=CLAMPED_SWIGLU)
 
 
@@ -81,15 +87,28 @@ class ClampedSwiGLU(nn.Module):
         return f"alpha={self.alpha}, limit={self.limit}"
 
 
-def _stacked(weights: list[QuantizedWeight]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The experts' packed bytes and scales as two [experts, ...] tensors (each expert's slice contiguous)."""
-    packed = torch.empty(len(weights), *weights[0].packed.shape, dtype=weights[0].packed.dtype)
-    scales = torch.empty(len(weights), *weights[0].scales.shape, dtype=weights[0].scales.dtype)
-    for e, weight in enumerate(weights):
+class StackedWeights:
+    """Quantized [out, in] weights of `count` experts filled one at a time into two [count, ...] tensors (packed
+    bytes, scales), so that quantizing a layer's experts never holds a second copy of them."""
+
+    def __init__(self, count: int):
+        self.count, self.filled = count, 0
+        self.packed = self.scales = None
+        self.shape: tuple | None = None  # (precision, out_features, in_features)
+
+    def add(self, weight: QuantizedWeight) -> None:
         weight.check()
-        packed[e].copy_(weight.packed)
-        scales[e].copy_(weight.scales)
-    return packed, scales
+        shape = (weight.precision, weight.out_features, weight.in_features)
+        if self.shape is None:
+            self.shape = shape
+            self.packed = torch.empty(self.count, *weight.packed.shape, dtype=weight.packed.dtype)
+            self.scales = torch.empty(self.count, *weight.scales.shape, dtype=weight.scales.dtype)
+        if shape != self.shape or self.filled >= self.count:
+            raise ValueError(f"expert {self.filled}: a {shape[0].value} {shape[1:]} weight does not continue "
+                             f"{self.count} {self.shape[0].value} {self.shape[1:]} weights")
+        self.packed[self.filled].copy_(weight.packed)
+        self.scales[self.filled].copy_(weight.scales)
+        self.filled += 1
 
 
 class QuantizedExperts(nn.Module):
@@ -97,35 +116,31 @@ class QuantizedExperts(nn.Module):
 
     Inference only, CPU only, float32 compute (inputs of another dtype are converted, the output comes back in it).
     Buffers: `gate_up_packed`/`gate_up_scales` ([experts, ...], each expert a [2 * inter, hidden] weight with outputs
-    [gate | up]), `down_packed`/`down_scales` (each [hidden, inter]), and optional float32 biases.
+    [gate | up]), `down_packed`/`down_scales` (each [hidden, inter]), and optional float32 biases [experts, out].
     """
 
-    def __init__(self, gate_up: list[QuantizedWeight], down: list[QuantizedWeight], activation: nn.Module,
+    def __init__(self, gate_up: StackedWeights, down: StackedWeights, activation: nn.Module,
                  gate_up_bias: torch.Tensor | None = None, down_bias: torch.Tensor | None = None):
         super().__init__()
-        if not gate_up or len(gate_up) != len(down):
-            raise ValueError(f"need one gate_up and one down weight per expert, got {len(gate_up)} and {len(down)}")
-        self.precision = gate_up[0].precision
-        self.num_experts, self.hidden_dim = len(gate_up), gate_up[0].in_features
-        self.intermediate_dim = gate_up[0].out_features // 2
-        gate_up_shape = (self.precision, 2 * self.intermediate_dim, self.hidden_dim)
-        down_shape = (self.precision, self.hidden_dim, self.intermediate_dim)
-        found = [(w.precision, w.out_features, w.in_features) for w in [*gate_up, *down]]
-        if found != [gate_up_shape] * len(gate_up) + [down_shape] * len(down):
-            raise ValueError(f"expert weights must all be {gate_up_shape[0].value} gate_up {gate_up_shape[1:]} and down "
-                             f"{down_shape[1:]} (out, in); got {sorted({(p.value, o, i) for p, o, i in found})}")
-        biases = (("gate_up_bias", gate_up_bias, 2 * self.intermediate_dim), ("down_bias", down_bias, self.hidden_dim))
+        if not gate_up.filled or gate_up.filled != gate_up.count or down.filled != gate_up.count:
+            raise ValueError(f"need one gate_up and one down weight for each of {gate_up.count} experts, got "
+                             f"{gate_up.filled} and {down.filled}")
+        self.precision, inter2, self.hidden_dim = gate_up.shape
+        self.num_experts, self.intermediate_dim = gate_up.count, inter2 // 2
+        if inter2 % 2 or down.shape != (self.precision, self.hidden_dim, self.intermediate_dim):
+            raise ValueError(f"gate_up {gate_up.shape[1:]} and down {down.shape[1:]} (out, in) are not a gated "
+                             f"expert's [2 * inter, hidden] and [hidden, inter] at one precision")
+        biases = (("gate_up_bias", gate_up_bias, inter2), ("down_bias", down_bias, self.hidden_dim))
         for name, bias, size in biases:
             if bias is not None and tuple(bias.shape) != (self.num_experts, size):
-                raise ValueError(f"{name} of shape {tuple(bias.shape)} does not match {self.num_experts} experts x {size}")
+                raise ValueError(f"{name} of shape {tuple(bias.shape)} does not match {self.num_experts} experts "
+                                 f"x {size}")
             self.register_buffer(name, None if bias is None else bias.detach().to(torch.float32).clone())
         self.activation = activation
-        gate_up_packed, gate_up_scales = _stacked(gate_up)
-        down_packed, down_scales = _stacked(down)
-        self.register_buffer("gate_up_packed", gate_up_packed)
-        self.register_buffer("gate_up_scales", gate_up_scales)
-        self.register_buffer("down_packed", down_packed)
-        self.register_buffer("down_scales", down_scales)
+        self.register_buffer("gate_up_packed", gate_up.packed)
+        self.register_buffer("gate_up_scales", gate_up.scales)
+        self.register_buffer("down_packed", down.packed)
+        self.register_buffer("down_scales", down.scales)
 
     def expert_weights(self, expert: int) -> tuple[QuantizedWeight, QuantizedWeight]:
         """Expert `expert`'s (gate_up, down) as QuantizedWeights (views of the buffers; for inspection and tests)."""
@@ -133,7 +148,8 @@ class QuantizedExperts(nn.Module):
         return (QuantizedWeight(precision, 2 * inter, hidden, self.gate_up_packed[expert], self.gate_up_scales[expert]),
                 QuantizedWeight(precision, hidden, inter, self.down_packed[expert], self.down_scales[expert]))
 
-    def check_routing(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> None:
+    def check_routing(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                      top_k_weights: torch.Tensor) -> None:
         """Raise ExpertRoutingError unless hidden is [tokens, hidden] and the routing [tokens, k >= 1] in range."""
         shapes = tuple(hidden_states.shape), tuple(top_k_index.shape), tuple(top_k_weights.shape)
         if (len(shapes[0]) != 2 or shapes[0][1] != self.hidden_dim or len(shapes[1]) != 2 or shapes[1][1] < 1
@@ -199,13 +215,15 @@ def quantize_expert_module(experts: nn.Module, precision: Precision | str, layou
     if precision is Precision.NONE:
         raise ValueError("precision 'none' keeps the float experts: there is nothing to quantize")
     stacked_gate_up, stacked_down = experts.gate_up_proj.detach(), experts.down_proj.detach()
-    gate_up, down = [], []
-    for e in range(stacked_gate_up.shape[0]):
+    count = stacked_gate_up.shape[0]
+    gate_up, down = StackedWeights(count), StackedWeights(count)
+    for e in range(count):
         weight = stacked_gate_up[e].t() if layout.transposed else stacked_gate_up[e]  # [2 * inter, hidden]
         if layout.interleaved:  # gate, up, gate, up, ... -> [gate | up] (a reordering of whole output rows)
             weight = torch.cat([weight[0::2], weight[1::2]])
-        gate_up.append(QuantizedWeight.from_float(weight, precision))
-        down.append(QuantizedWeight.from_float(stacked_down[e].t() if layout.transposed else stacked_down[e], precision))
+        gate_up.add(QuantizedWeight.from_float(weight, precision))
+        weight = stacked_down[e].t() if layout.transposed else stacked_down[e]  # [hidden, inter]
+        down.add(QuantizedWeight.from_float(weight, precision))
     gate_up_bias = down_bias = None
     if layout.bias:
         gate_up_bias, down_bias = experts.gate_up_proj_bias.detach(), experts.down_proj_bias.detach()

@@ -3,8 +3,8 @@
 `quantize_module(layer, precision)` replaces every nn.Linear inside a module (for example one decoder layer, right
 after it is materialised) by a QuantizedLinear with the same forward contract, in place, and drops the module's
 references to the float weights so that they are freed (unless something else still holds them). Parameters that
-are not nn.Linear (norms, embeddings, stacked expert tensors) are left as they are; quantize those with
-QuantizedWeight and qmatmul.
+are not nn.Linear (norms, embeddings) are left as they are; stacked expert tensors are quantized by
+core/model/families/experts.py (each family's `quantize_experts` hook, called by the loader).
 """
 
 from __future__ import annotations
