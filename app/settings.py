@@ -20,9 +20,11 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -56,11 +58,19 @@ class SettingsWindow(QDialog):
         self._settings = settings
         self._default_log_dir = default_log_dir
         self.setWindowTitle("Potluck — Settings")
-        self.resize(660, 860)
+        self.resize(680, 700)  # fits a 768-pixel-high screen; the settings scroll, the buttons stay in view
         restore_geometry(settings, UiKey.SETTINGS_GEOMETRY, self)
 
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(theme.MARGIN_PX, theme.MARGIN_PX, theme.MARGIN_PX, theme.MARGIN_PX)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, theme.MARGIN_PX)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        content = QWidget()
+        self.scroll.setWidget(content)
+        outer.addWidget(self.scroll, 1)
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(theme.MARGIN_PX, theme.MARGIN_PX, theme.MARGIN_PX, 0)
         layout.setSpacing(theme.SPACING_PX)
         layout.addWidget(label("Settings", "title"))
         form = QFormLayout()
@@ -118,7 +128,8 @@ class SettingsWindow(QDialog):
             button.setIcon(QIcon())  # the platform's stock icons clash with the flat buttons
         buttons.accepted.connect(self.save)
         buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        buttons.setContentsMargins(theme.MARGIN_PX, 0, theme.MARGIN_PX, 0)
+        outer.addWidget(buttons)
 
     def log_dir(self) -> Path:
         return Path(self.log_dir_edit.text().strip() or self._default_log_dir).expanduser()

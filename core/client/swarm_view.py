@@ -18,6 +18,8 @@ from potluck.core.wire import control, framing
 
 LATENCY_TTL_SECONDS = 60.0  # a measured round trip is trusted this long
 PING_TIMEOUT_SECONDS = 2.0
+ROUTE_ATTEMPTS = 3  # reads of the DHT before a first route gives up (see SwarmView.route)
+ROUTE_RETRY_SECONDS = 1.0
 UNREACHABLE_LATENCY_MS = 5_000.0  # a server that does not answer a ping is routed through only as a last resort
 
 Hop = tuple[RouteSpan, ServerRecord]  # one span of a route and the record of the server that runs it
@@ -84,7 +86,21 @@ class SwarmView:
 
     async def route(self, min_cache_tokens: int = 0, start_block: int = 0, end_block: int | None = None) -> list[Hop]:
         """The fastest chain over blocks [start_block, end_block) (default: the whole model), through servers with
-        room for `min_cache_tokens`, around suspects where others serve their blocks."""
+        room for `min_cache_tokens`, around suspects where others serve their blocks.
+
+        With no chain, the DHT is read again ROUTE_ATTEMPTS times in all, ROUTE_RETRY_SECONDS apart, before giving
+        up: a freshly started client's DHT may not have reached every record yet, and a server that just came back
+        announces within seconds."""
+        for attempt in range(1, ROUTE_ATTEMPTS + 1):
+            try:
+                return await self._route_once(min_cache_tokens, start_block, end_block)
+            except SwarmError:
+                if attempt == ROUTE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(ROUTE_RETRY_SECONDS)
+        raise AssertionError("unreachable")
+
+    async def _route_once(self, min_cache_tokens: int, start_block: int, end_block: int | None) -> list[Hop]:
         records = await self.records()
         await self.measure_latencies(records)
         try:

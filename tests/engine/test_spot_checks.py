@@ -216,3 +216,39 @@ def test_with_only_two_servers_a_disagreement_is_a_dispute_and_both_are_marked(t
     assert disputed.kept is None and set(disputed.suspects) == {liar.peer_id, honest.peer_id}
     assert set(read_suspects(suspects_path())) == {liar.peer_id, honest.peer_id}
     assert "no third result" in read_suspects(suspects_path())[honest.peer_id].detail
+
+
+@pytest.mark.slow
+def test_a_lying_server_process_is_caught_and_potluck_status_flags_it(tiny_models, home):
+    """End to end across processes: every server a real `potluck serve` process, one of them computing wrong (the
+    test's wrapper, tests/engine/lying_server.py); the client catches it, the reply stays the model's, and
+    `potluck status` in another process, reading this PC's suspects, flags it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from potluck.core.localswarm import LocalSwarm, child_environment
+    from potluck.core.program import program_command
+
+    model_dir = str(tiny_models["llama"])
+    expected = LocalModelForCausalLM.from_pretrained(model_dir).generate(PROMPT, max_new_tokens=NEW_TOKENS,
+                                                                          eos_token_id=None).token_ids
+    env = {"POTLUCK_HOME": str(home)}
+    with LocalSwarm(model_dir, [(0, 3), (3, 6), (3, 6)], env=env) as swarm:
+        liar = swarm.add_server(3, 6, prefix=[sys.executable, str(Path(__file__).with_name("lying_server.py"))])
+        first, honest, third = swarm.servers[:3]
+        client = client_for(model_dir, swarm, spot_check_rate=1.0)
+        client.swarm.pin_latency({first.peer_id: 1.0, liar.peer_id: 1.0, honest.peer_id: 20.0, third.peer_id: 30.0})
+        try:
+            result = client.generate(PROMPT, max_new_tokens=NEW_TOKENS, eos_token_id=None)
+        finally:
+            client.shutdown()
+        status = subprocess.run([*program_command(), "status", "--initial-peers", *swarm.initial_peers, "--json"],
+                                capture_output=True, text=True, timeout=120, env=child_environment(env))
+    assert result.token_ids == expected
+    assert result.spot_checks[0].suspects == (liar.peer_id,)
+    assert status.returncode == 0, status.stderr
+    servers = {s["peer_id"]: s for m in json.loads(status.stdout)["models"] for g in m["blocks"] for s in g["servers"]}
+    flagged = {peer for peer, s in servers.items() if s.get("suspect")}
+    assert flagged == {liar.peer_id}, servers

