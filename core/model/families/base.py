@@ -12,6 +12,7 @@ from torch import nn
 from potluck.core.errors import PotluckError
 from potluck.core.model.families.cache import (
     ROLLBACK_MARGIN_TOKENS,
+    CacheRollbackError,  # noqa: F401  (re-exported: families/__init__.py)
     kept_tokens,
     rollback,
     session_cache,
