@@ -155,7 +155,8 @@ async def generate_tokens(session: Session, parts, tokenizer, request: Generatio
         while not reply.emit(token):
             began = time.perf_counter()
             room = request.max_new_tokens - len(reply.detokenizer.ids) - 1  # guesses past the end are wasted
-            guesses, draft_probs = draft.propose(seen, min(lengths.current, room)) if draft is not None else ([], None)
+            guesses, draft_probs = draft.propose(seen, min(lengths.next_length(), room)) if draft is not None \
+                else ([], None)
             position = session.position
             hidden = await session.step(parts.embed_ids(torch.tensor([[token, *guesses]])).to(wire_dtype))
             if not guesses:

@@ -27,6 +27,7 @@ import torch
 from potluck.core.client.sampling import TokenChooser
 
 MAX_DRAFT_TOKENS = 16  # the servers keep at least 64 tokens of rollback margin on sliding-window layers
+MAX_REST_STEPS = 16  # the longest run of steps without guesses after repeated misses
 
 
 class DraftSource(Protocol):
@@ -95,27 +96,44 @@ class DraftModel:
 
 @dataclass
 class AdaptiveDraftLength:
-    """How many tokens to guess next: halves after a miss, grows by one after a full acceptance."""
+    """How many tokens to guess next: halves after a miss, grows by one after a full acceptance, and rests after
+    misses at one guess: no guesses for 1, 2, 4, … up to MAX_REST_STEPS steps, so a draft source that keeps
+    missing (open chat, where lookup finds little to copy) costs a few multi-token steps per reply, not one in
+    two. A kept guess ends the rest at once."""
 
     max_tokens: int = 8
     current: int = 4
     proposed: int = 0  # totals, for the caller's report
     accepted: int = 0
+    resting: int = 0  # steps left without guesses
+    last_rest: int = 0  # the length of the latest rest (doubles while misses go on)
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_tokens <= MAX_DRAFT_TOKENS:
             raise ValueError(f"draft tokens must be between 0 and {MAX_DRAFT_TOKENS}")
         self.current = min(self.current, self.max_tokens)
 
+    def next_length(self) -> int:
+        """The number of guesses for the coming step (0 while resting; call once per step)."""
+        if self.resting > 0:
+            self.resting -= 1
+            return 0
+        return self.current
+
     def update(self, proposed: int, accepted: int) -> None:
         self.proposed += proposed
         self.accepted += accepted
         if proposed == 0:
             return
+        if accepted > 0:
+            self.last_rest = 0
         if accepted == proposed:
             self.current = min(self.max_tokens, self.current + 1)
-        elif accepted == 0:
+        elif accepted == 0 and self.current > 1:
             self.current = max(1, self.current // 2)
+        elif accepted == 0:  # a miss with a single guess: rest, longer each time
+            self.last_rest = min(MAX_REST_STEPS, max(1, 2 * self.last_rest))
+            self.resting = self.last_rest
 
 
 @dataclass

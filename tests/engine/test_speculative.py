@@ -47,6 +47,22 @@ def test_adaptive_draft_length(events, current):
     assert (lengths.proposed, lengths.accepted) == (sum(e[0] for e in events), sum(e[1] for e in events))
 
 
+def test_misses_at_one_guess_rest_longer_each_time_and_a_kept_guess_ends_the_rest():
+    lengths = AdaptiveDraftLength(max_tokens=8, current=1)
+    schedule = []
+    for _ in range(40):  # a draft source that always misses
+        k = lengths.next_length()
+        schedule.append(k)
+        lengths.update(k, 0)
+    # guess, rest 1, guess, rest 2, guess, rest 4, guess, rest 8, guess, rest 16 (the longest), guess, rest 16 …
+    assert schedule[:23] == [1, 0, 1, 0, 0, 1, *[0] * 4, 1, *[0] * 8, 1, 0, 0, 0]
+    assert max(len(run) for run in "".join(map(str, schedule)).split("1")) == 16
+    assert sum(schedule) == 6  # 6 wasted guesses in 40 steps, not 40
+    lengths.resting = 0
+    lengths.update(lengths.next_length(), 1)  # a guess is kept: no more resting, and one more guess next time
+    assert (lengths.last_rest, lengths.next_length()) == (0, 2)
+
+
 def test_greedy_verify_keeps_the_agreeing_prefix_then_the_models_token():
     logits = torch.full((4, 10), -5.0)
     for row, best in enumerate([3, 4, 7, 1]):
