@@ -132,6 +132,19 @@ class _Reply:
         return self.reason is not None
 
 
+class _RowLogits:
+    """The logits of one row of a verification step, computed when verification asks for it: the head (a vocabulary
+    of 50k-200k rows) runs only for the rows up to the first rejected guess, which in open chat is the first."""
+
+    def __init__(self, parts, hidden: torch.Tensor):
+        self.parts, self.hidden, self.rows = parts, hidden, {}
+
+    def __getitem__(self, row: int) -> torch.Tensor:
+        if row not in self.rows:
+            self.rows[row] = self.parts.logits(self.hidden[:, row : row + 1].float())[0, 0]
+        return self.rows[row]
+
+
 async def generate_tokens(session: Session, parts, tokenizer, request: GenerationRequest, *, wire_dtype: torch.dtype,
                           on_token: Callable[[int, str], None] | None = None, cancel=None,
                           draft: DraftSource | None = None, draft_tokens: int = 0) -> GenerationResult:
@@ -164,7 +177,7 @@ async def generate_tokens(session: Session, parts, tokenizer, request: Generatio
                 seen.append(token)
                 step_seconds.append(time.perf_counter() - began)
                 continue
-            verdict = verify(chooser, parts.logits(hidden.float())[0], guesses, seen, draft_probs)
+            verdict = verify(chooser, _RowLogits(parts, hidden), guesses, seen, draft_probs)
             lengths.update(len(guesses), verdict.accepted)
             if verdict.accepted < len(guesses):
                 session.rollback_to(position + 1 + verdict.accepted)  # the rejected guesses leave the caches
