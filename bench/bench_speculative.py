@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--delays", default="0,20", help="one-way link delays to run, ms (default 0,20)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 3, 1 with --quick)")
+    parser.add_argument("--no-starts", action="store_true", help="only the speculative rows")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     from potluck.core.model.builtin import builtin_model_path
@@ -140,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
 
     echo(common.machine_line(common.machine_info()))
     reps, tokens = (1, 24) if args.quick else (3, 64)
+    reps = args.reps or reps
     model = str(builtin_model_path())
     report = {"speculative": []}
-    for delay in (float(d) for d in args.delays.split(",")):
+    for delay in (float(d) for d in args.delays.split(",") if d):
         report["speculative"] += speculative_rows(model, reps, tokens, delay, echo)
-    with tempfile.TemporaryDirectory() as tmp:
-        tiny = str(make_tiny_model("llama", Path(tmp) / "tiny", layers=8, hidden=256))
-        report["starts"] = start_rows(model, tiny, reps, echo)
+    if not args.no_starts:
+        with tempfile.TemporaryDirectory() as tmp:
+            tiny = str(make_tiny_model("llama", Path(tmp) / "tiny", layers=8, hidden=256))
+            report["starts"] = start_rows(model, tiny, reps, echo)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
