@@ -133,15 +133,19 @@ class _Reply:
 
 
 class _RowLogits:
-    """The logits of one row of a verification step, computed when verification asks for it: the head (a vocabulary
-    of 50k-200k rows) runs only for the rows up to the first rejected guess, which in open chat is the first."""
+    """The logits of a verification step's rows, computed when verification asks: the first row alone, then (once
+    the first guess is kept) all the others in one product. In open chat the first guess usually misses and the head
+    (a vocabulary of 50k-200k rows) runs for one row instead of k+1; when copying, two products cover them all."""
 
     def __init__(self, parts, hidden: torch.Tensor):
         self.parts, self.hidden, self.rows = parts, hidden, {}
 
     def __getitem__(self, row: int) -> torch.Tensor:
         if row not in self.rows:
-            self.rows[row] = self.parts.logits(self.hidden[:, row : row + 1].float())[0, 0]
+            first = 0 if row == 0 else 1
+            last = 1 if row == 0 else self.hidden.shape[1]
+            logits = self.parts.logits(self.hidden[:, first:last].float())[0]
+            self.rows.update({first + i: logits[i] for i in range(last - first)})
         return self.rows[row]
 
 
