@@ -46,8 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quant", choices=("none", "int8", "int4"), default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for any server before failing over")
-    p.add_argument("--speculative", choices=("off", "lookup"), default="off", help="lookup: guess tokens from the "
-                   "conversation and check them in one pass through the swarm (the same replies, fewer trips)")
+    p.add_argument("--speculative", choices=("off", "lookup"), default="lookup", help="lookup (the default): guess "
+                   "tokens from the conversation and check them in one pass through the swarm (the same replies, "
+                   "fewer trips); off: one token a pass")
     add_trust_flags(p)
     p.set_defaults(handler=chat, no_push=False)
 

@@ -41,7 +41,7 @@ class PromptLookup:
     """Guesses the continuation of the text's last n-gram from its latest earlier occurrence (prompt or reply)."""
 
     max_ngram: int = 3
-    min_ngram: int = 1
+    min_ngram: int = 2  # one matching token is weak evidence: in open chat it proposed mostly misses
 
     def propose(self, tokens: list[int], k: int) -> tuple[list[int], None]:
         if k <= 0:

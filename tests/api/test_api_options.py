@@ -78,7 +78,7 @@ def test_the_model_receives_the_extensions(local_model, tiny_model):
     finally:
         running.stop()
     assert guessed.choices[0].text == plain.choices[0].text == private.choices[0].text  # greedy: the same reply
-    assert guessed.model_extra["potluck"]["draft_accepted"] > 0  # lookup by default
+    assert guessed.model_extra["potluck"]["draft_proposed"] > 0  # lookup by default: guesses rode along
     assert "draft_proposed" not in plain.model_extra["potluck"]
 
 

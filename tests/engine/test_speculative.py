@@ -22,12 +22,16 @@ REPEATING = [5, 17, 33, 2, 40, 99, 5, 17, 33, 2, 40, 99, 5, 17, 33, 2]  # a prom
     ([1, 2, 3, 1, 2], 3, [3, 1, 2]),  # "1 2" occurred before: what followed it
     ([1, 2, 3, 4, 1, 2, 9, 1, 2], 2, [9, 1]),  # the latest earlier occurrence wins
     ([7, 8, 9], 4, []),  # nothing to copy
-    ([1, 2, 3, 2], 5, [3, 2]),  # a 1-gram when no longer one matches
+    ([1, 2, 3, 2], 5, []),  # one matching token is not enough by default …
     ([1, 2, 3, 1, 2], 0, []),
     ([4], 3, []),
 ])
 def test_prompt_lookup(tokens, k, expected):
     assert PromptLookup().propose(tokens, k) == (expected, None)
+
+
+def test_prompt_lookup_can_match_single_tokens():
+    assert PromptLookup(min_ngram=1).propose([1, 2, 3, 2], 5) == ([3, 2], None)  # … unless asked
 
 
 @pytest.mark.parametrize("events, current", [
@@ -150,6 +154,8 @@ def test_swarm_greedy_output_is_unchanged_with_push_and_relay(tiny_models, num_s
                 for speculative in ("lookup", "draft"):
                     result = client.generate(REPEATING, max_new_tokens=24, eos_token_id=None, speculative=speculative)
                     assert result.token_ids == plain.token_ids, (push, speculative)
-                    assert result.draft_accepted > 0 and len(result.step_seconds) < 23
+                    assert result.draft_proposed > 0  # guesses were checked (lookup's are mostly rolled back here)
+                    if speculative == "draft":  # the draft is the model itself: kept, so fewer steps
+                        assert result.draft_accepted > 0 and len(result.step_seconds) < 23
             finally:
                 client.shutdown()
