@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from potluck.app.background import run_in_background
 from potluck.app.model_choice import ModelPicker
 from potluck.app.stat_card import label, set_role
+from potluck.app.words import capitalised, sentence
 from potluck.core.model.builtin import BUILTIN
 from potluck.core.model.catalog import CATALOG, PRECISIONS, ModelSize, fit_line
 from potluck.core.numbers import format_bytes
@@ -179,8 +180,7 @@ class ModelCatalog(QWidget):
         self.picker.setVisible(other)
         size = self._size()
         if size is not None:
-            words = fit_line(size, self.quant(), self._free_bytes())
-            self.fit_label.setText(words[:1].upper() + words[1:] + ".")
+            self.fit_label.setText(sentence(capitalised(fit_line(size, self.quant(), self._free_bytes()))))
             set_role(self.fit_label, "muted")
         elif other and not self.picker.problem():
             self.fit_label.setText("Working out its size…")
@@ -214,7 +214,7 @@ class ModelCatalog(QWidget):
                 return
             words = str(error)
             if "not supported" in words:  # no family for it: the swarm could not serve it, so the page refuses it
-                self._other_problem = words[:1].upper() + words[1:]
+                self._other_problem = capitalised(words)
             self.fit_label.setText(f"Cannot size that model: {words}")
             set_role(self.fit_label, "error")
             self.changed.emit()

@@ -21,6 +21,11 @@ def sentence(text: str) -> str:
     return text if not text or text[-1] in ".!?…)”\"" else text + "."
 
 
+def capitalised(text: str) -> str:
+    """`text` with its first letter upper-case (the rest as it is: names and units keep their case)."""
+    return text[:1].upper() + text[1:]
+
+
 def sentences(*parts: str) -> str:
     """Parts joined as separate sentences: 'Could not join: the code was used' + 'Open the dashboard' ->
     'Could not join: the code was used. Open the dashboard.' Empty parts are skipped."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,13 +35,9 @@ PROMPT = [5, 17, 33, 2, 40, 99, 120, 7]
 
 
 def cli_run(model: str, peers: list[str], new_tokens: int) -> tuple[float, dict]:
-    from potluck.core.localswarm import child_environment
-
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "potluck.core", "generate", "--model", model, "--initial-peers",
-                           *peers, "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens", str(new_tokens),
-                           "--no-eos", "--json"], capture_output=True, text=True, timeout=300,
-                          env=child_environment())
+    done = common.potluck("generate", "--model", model, "--initial-peers", *peers, "--prompt-ids",
+                          ",".join(map(str, PROMPT)), "--max-new-tokens", str(new_tokens), "--no-eos", "--json")
     seconds = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(done.stderr)

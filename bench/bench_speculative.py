@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,13 +37,6 @@ PARAGRAPH = ("The lighthouse keeper climbed the spiral stairs every evening at d
              "beam sweep across the water every ten seconds, and knew where the rocks were.")
 COPY = [{"role": "user", "content": f"Repeat this paragraph exactly, word for word:\n\n{PARAGRAPH}"}]
 OPEN = [{"role": "user", "content": "Write a short story about a cat who wants to learn to fly."}]
-
-
-def potluck(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    from potluck.core.localswarm import child_environment
-
-    return subprocess.run([sys.executable, "-m", "potluck.core", *args], capture_output=True, text=True,
-                          timeout=timeout, env=child_environment())
 
 
 def speculative_rows(model: str, reps: int, new_tokens: int, delay_ms: float, echo) -> list[dict]:
@@ -110,7 +102,7 @@ def start_rows(model: str, tiny: str, reps: int, echo) -> dict:
             first_steps.append(stepped - opened)
         for _ in range(reps):
             began = time.perf_counter()
-            done = potluck("generate", "--model", model, "--initial-peers", *swarm.initial_peers, "--prompt", "Hi",
+            done = common.potluck("generate", "--model", model, "--initial-peers", *swarm.initial_peers, "--prompt", "Hi",
                            "--max-new-tokens", "8", "--no-eos")
             if done.returncode != 0:
                 raise RuntimeError(done.stderr)

@@ -13,6 +13,8 @@ import random
 import signal
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -192,3 +194,11 @@ def stop_swarm(swarm) -> None:
     finally:
         for server in swarm.servers:
             kill_group(server)
+
+
+def potluck(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`potluck ARGS…` as a fresh process with the servers' engine settings, its output captured."""
+    from potluck.core.localswarm import child_environment
+
+    return subprocess.run([sys.executable, "-m", "potluck.core", *args], capture_output=True, text=True,
+                          timeout=timeout, env=child_environment())

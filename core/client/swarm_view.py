@@ -91,14 +91,12 @@ class SwarmView:
         With no chain, the DHT is read again ROUTE_ATTEMPTS times in all, ROUTE_RETRY_SECONDS apart, before giving
         up: a freshly started client's DHT may not have reached every record yet, and a server that just came back
         announces within seconds."""
-        for attempt in range(1, ROUTE_ATTEMPTS + 1):
+        for _ in range(ROUTE_ATTEMPTS - 1):
             try:
                 return await self._route_once(min_cache_tokens, start_block, end_block)
             except SwarmError:
-                if attempt == ROUTE_ATTEMPTS:
-                    raise
                 await asyncio.sleep(ROUTE_RETRY_SECONDS)
-        raise AssertionError("unreachable")
+        return await self._route_once(min_cache_tokens, start_block, end_block)
 
     async def _route_once(self, min_cache_tokens: int, start_block: int, end_block: int | None) -> list[Hop]:
         records = await self.records()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from potluck.app.words import INCOMPLETE, code_problem, looks_cut_short, sentence, sentences
+from potluck.app.words import INCOMPLETE, capitalised, code_problem, looks_cut_short, sentence, sentences
 from tests.app.test_wizard import valid_invite_code
 
 
@@ -25,6 +25,15 @@ def test_sentences(parts, text):
 def test_sentence_keeps_closing_punctuation():
     assert sentence("Joined “Friday night”") == "Joined “Friday night”"
     assert sentence("Done!") == "Done!"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("at int4 it needs about 40 GiB; this PC has 14 GiB free", "At int4 it needs about 40 GiB; this PC has 14 GiB free"),
+    ("model type 'bert' is not supported", "Model type 'bert' is not supported"),
+    ("", ""),
+])
+def test_capitalised_touches_only_the_first_letter(text, expected):
+    assert capitalised(text) == expected
 
 
 CODE = valid_invite_code()

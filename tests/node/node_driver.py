@@ -27,6 +27,12 @@ def node_environment(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def potluck_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """`potluck ARGS…` as the user of the PC whose home is `home` (its config and data folders), output captured."""
+    return subprocess.run([sys.executable, "-m", "potluck.app.entry", *args], cwd=REPO, env=node_environment(home),
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 class NodeUnderTest:
     """The real node as a child process; every stdout line must be a protocol event (else `garbage` records it)."""
 

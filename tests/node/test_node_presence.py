@@ -6,15 +6,13 @@ his records expired)."""
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 import time
 
 import pytest
 
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
-from tests.node.node_driver import REPO, node_environment
+from tests.node.node_driver import potluck_cli
 from tests.node.test_node_process import gui_values, reply
 from tests.node.test_private_swarm import start_node, stop_node
 
@@ -30,9 +28,7 @@ def test_a_paused_member_is_online_on_both_pcs_and_a_member_who_quit_is_remember
     nodes = [ana]
     try:
         ana.state(NodeState.SERVING, timeout=180)
-        made = subprocess.run([sys.executable, "-m", "potluck.app.entry", "invite", "create", "--swarm", "Friday night",
-                               "--this-pc-only"], cwd=REPO, env=node_environment(ana_home), capture_output=True,
-                              text=True, timeout=120, check=False)
+        made = potluck_cli(ana_home, "invite", "create", "--swarm", "Friday night", "--this-pc-only")
         assert made.returncode == 0, made.stderr
         tomorrow = (dt.datetime.now().weekday() + 1) % 7
         rules = {"schedule": [{"days": [tomorrow], "start": "00:00", "end": "24:00"}]}

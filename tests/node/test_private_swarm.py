@@ -4,15 +4,12 @@ POTLUCK_INVITE_CODE), both serve, Ben chats through the swarm, and Ben's node co
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from potluck.core import protocol
 from potluck.core.protocol import NodeState
 from potluck.core.swarm.store import SwarmStore
-from tests.node.node_driver import REPO, NodeUnderTest, node_environment
+from tests.node.node_driver import NodeUnderTest, node_environment, potluck_cli
 from tests.node.test_node_process import gui_values, reply
 
 
@@ -39,9 +36,8 @@ def test_create_invite_join_chat_and_come_back(tiny_model, tmp_path):
         ana.state(NodeState.SERVING, timeout=180)
         (swarm,) = SwarmStore(ana_home / "config" / "swarms.json").list_swarms()
         assert (swarm.name, swarm.model_id, swarm.created_here) == ("Friday night", tiny_model, True)
-        made = subprocess.run([sys.executable, "-m", "potluck.app.entry", "invite", "create", "--swarm", "Friday night",
-                               "--this-pc-only"],  # no tailnet here: a code for this PC only, chosen explicitly
-                              cwd=REPO, env=node_environment(ana_home), capture_output=True, text=True, timeout=120, check=False)
+        # no tailnet here: a code for this PC only, chosen explicitly
+        made = potluck_cli(ana_home, "invite", "create", "--swarm", "Friday night", "--this-pc-only")
         assert made.returncode == 0, made.stderr
         code = made.stdout.split()[-1]
         assert code.startswith("potluck-")

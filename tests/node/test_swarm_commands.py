@@ -5,8 +5,6 @@ joins again with a new code, and leaves."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,14 +13,9 @@ from potluck.core import protocol
 from potluck.core.protocol import NodeState
 from potluck.core.swarm.invite import decode_invite
 from potluck.core.swarm.store import SwarmStore
-from tests.node.node_driver import REPO, NodeUnderTest, node_environment
+from tests.node.node_driver import NodeUnderTest, potluck_cli
 from tests.node.test_node_process import gui_values
 from tests.node.test_private_swarm import start_node, stop_node
-
-
-def potluck_cli(home, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "potluck.app.entry", *args], cwd=REPO, env=node_environment(home),
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def answer(node: NodeUnderTest, kind, request_id: str, timeout: float = 120.0):
