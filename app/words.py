@@ -11,8 +11,7 @@ from __future__ import annotations
 from potluck.core.swarm import invite as invite_codec
 from potluck.core.swarm.invite import InviteError, decode_invite
 
-INCOMPLETE = ("This code is incomplete: its end is missing. Copy the whole code again (it is about 300 characters "
-              "long and may span several lines in a chat)")
+INCOMPLETE = invite_codec.INCOMPLETE
 
 
 def sentence(text: str) -> str:

@@ -62,6 +62,8 @@ class InviteError(PotluckError, ValueError):
 
 
 TYPO = "This code has a typo: check the characters you pasted"
+INCOMPLETE = ("This code is incomplete: its end is missing. Copy the whole code again (it is about 300 characters "
+              "long and may span several lines in a chat)")
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def decode_invite(code: str, now: float | None = None, *, allow_expired: bool = 
     body = _normalize(code)
     data = _b32decode(body)
     if len(data) < 40:
-        raise InviteError("This code is incomplete: copy the whole code (it is about 300 characters long)")
+        raise InviteError(INCOMPLETE)
     payload, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
     if zlib.crc32(payload) != crc:
         raise InviteError(TYPO)
