@@ -88,6 +88,13 @@ class ChatService:
         self._closed = False
 
     @property
+    def client_parts(self):
+        """The chat client's own model parts (embeddings, final norm, output layer) once a chat built them."""
+        with self._lock:
+            built = self._client
+        return getattr(built[1], "parts", None) if built else None
+
+    @property
     def active_requests(self) -> list[str]:
         with self._lock:
             return list(self._active)

@@ -35,13 +35,7 @@ from potluck.core.node.chat import ChatService, ClientRecipe
 from potluck.core.node.config import NodeConfig, apply_values, network_key, restart_needed
 from potluck.core.node.loopback import LocalServer
 from potluck.core.node.plan import NodeSetupError
-from potluck.core.node.serving import (
-    memory_bytes,
-    open_model_checked,
-    resolve_device,
-    serve_options,
-    start_serving,
-)
+from potluck.core.node.serving import memory_bytes, open_model_checked, resolve_device, serve_options, start_serving
 from potluck.core.node.stdio import TOO_LONG, LogFile, ParentWatch, ProtocolWriter, StdinReader
 from potluck.core.node.swarm_commands import SwarmCommands
 from potluck.core.node.swarm_ops import check_model_path, check_same_model, make_network
@@ -157,12 +151,12 @@ class NodeController:
             self._apply_config(cmd.values)
         elif isinstance(cmd, (protocol.Start, protocol.Resume)):
             self.upkeep.owner_wants_serving = True
-            self._enqueue("start")
+            self.enqueue("start")
         elif isinstance(cmd, protocol.Pause):
             self.upkeep.owner_wants_serving = False
-            self._enqueue("pause")
+            self.enqueue("pause")
         elif isinstance(cmd, protocol.Drain):
-            self._enqueue("drain")
+            self.enqueue("drain")
         elif isinstance(cmd, protocol.Refresh):
             self._view_monotonic = float("-inf")
             self._stats_now.set()
@@ -191,7 +185,22 @@ class NodeController:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _enqueue(self, op: str) -> None:
+    @property
+    def busy(self) -> bool:
+        """A lifecycle step runs or waits, or the node is stopping (rules then leave the state alone)."""
+        return self._current_op is not None or bool(self._ops) or self._stopping
+
+    async def stop_serving(self) -> None:
+        """Drain (live sessions move to other servers), then unload the blocks; nothing when nothing is served."""
+        if self.serving is not None:
+            await self._drain_and_stop(None)
+
+    async def join_swarm(self) -> None:
+        """Join the swarm of the current settings without serving (the DHT and its services)."""
+        await self._join_swarm(await self._network())
+
+    def enqueue(self, op) -> None:
+        """Run `op` after the steps already queued: "start", "pause", "drain", or a coroutine function."""
         if op == "pause" and self._current_op == "start" and self._current_task is not None:
             self._current_task.cancel()  # stop loading: the owner wants the memory back
         if self._ops and self._ops[-1] == op:
@@ -273,8 +282,7 @@ class NodeController:
         return f"Serving {node_stats.span_words(s.start_block, s.end_block)} of {self.spec.num_blocks}"
 
     async def _op_pause(self) -> None:
-        if self.serving is not None:
-            await self._drain_and_stop(None)
+        await self.stop_serving()
         self.set_state(NodeState.PAUSED, "Paused by you")
 
     async def _op_drain(self) -> None:

@@ -52,8 +52,7 @@ async def announce(dht, peer_id: str, name: str, state: str) -> bool:
 async def fetch(dht) -> list[Presence]:
     """Every node present in the swarm (in a private swarm: signed, and members only)."""
     # the same reader the server records use: the latest values, and this node's member list (None: open swarm)
-    raw, members = await dht.run_coroutine(swarm_dht._partial_get_many([PRESENCE_KEY], with_members=True),
-                                           return_future=True)
+    raw, members = await swarm_dht.read_with_members(dht, [PRESENCE_KEY])
     signed = swarm_dht.owner_marker(dht) is not None
     found = []
     for subkey, value in list(raw.get(PRESENCE_KEY, {}).items())[:MAX_PRESENCE]:

@@ -54,6 +54,11 @@ class SwarmCommands:
         self._owner_check: tuple[object, float, int] | None = None  # (network, next check monotonic, refusals)
         self._owner_p2p = None  # (network, p2p replica) used to ask the owner; kept while the network lives
 
+    @property
+    def membership(self):
+        """The swarm's signed member list as last read (None in an open swarm or before the first read)."""
+        return getattr(self._facts, "membership", None)
+
     # ------------------------------------------------------------------ dispatch (on the loop)
 
     def handle(self, cmd) -> bool:
@@ -68,7 +73,7 @@ class SwarmCommands:
 
             if self.ctl._current_op == "start" and self.ctl._current_task is not None:
                 self.ctl._current_task.cancel()  # stop loading the old swarm's blocks
-            self.ctl._enqueue(run)
+            self.ctl.enqueue(run)
             return True
         work = {protocol.SwarmRefresh: self._refresh, protocol.InviteCreate: self._invite,
                 protocol.InviteCancel: self._cancel_invite, protocol.Revoke: self._revoke}[type(cmd)](cmd)
@@ -135,7 +140,7 @@ class SwarmCommands:
             self._removed_told.add(view.swarm_id)  # stop serving as a lifecycle operation, after any in progress
             if self.ctl._current_op == "start" and self.ctl._current_task is not None:
                 self.ctl._current_task.cancel()
-            self.ctl._enqueue(lambda: self._removed(view))
+            self.ctl.enqueue(lambda: self._removed(view))
         if swarm_ops.essentials(view) != self._sent:
             self._sent = swarm_ops.essentials(view)
             self.ctl.send(view)

@@ -123,7 +123,7 @@ class Upkeep:
         """Members seen before (from the history file), and in a private swarm every active member of its list."""
         store = self.store()
         seen = store.members(self.swarm_key()) if store is not None else {}
-        membership = getattr(getattr(self.ctl.swarm, "_facts", None), "membership", None)
+        membership = self.ctl.swarm.membership
         if membership is None:
             return seen
         out = {}
@@ -163,8 +163,7 @@ class Upkeep:
 
     def _chat_bytes(self) -> int:
         """The chat client's own model parts (embeddings, final norm, output layer), once a chat built them."""
-        built = getattr(self.ctl.chat, "_client", None)  # (recipe, client) in core/node/chat.ChatService
-        parts = getattr(built[1], "parts", None) if built else None
+        parts = self.ctl.chat.client_parts
         if parts is None:
             return 0
         if self._chat_parts[0] is not parts:
@@ -221,8 +220,7 @@ class Upkeep:
             self._apply_threads()
             return False
         self.rule = decision
-        if self.ctl.serving is not None:
-            await self.ctl._drain_and_stop(None)
+        await self.ctl.stop_serving()
         await self._join_anyway()
         if (self.ctl.state, self.ctl.detail) == (NodeState.PAUSED, decision.reason):
             self.ctl.send(protocol.State(state=NodeState.PAUSED, detail=decision.reason))  # heard: still paused
@@ -234,33 +232,32 @@ class Upkeep:
         if getattr(self.ctl.network, "dht", None) is not None:
             return
         try:
-            await self.ctl._join_swarm(await self.ctl._network())
+            await self.ctl.join_swarm()
         except Exception as exc:  # no model yet, an unusable code…: the next start says so
             log.info("paused by a rule, and not in the swarm yet: %s", exc)
 
     async def apply_rules(self, now: dt.datetime) -> None:
         ctl = self.ctl
-        if not self.owner_wants_serving or ctl._current_op is not None or ctl._ops or ctl._stopping:
+        if not self.owner_wants_serving or ctl.busy:
             return
         decision = self.decide(now)
         if not decision.serve and ctl.state in (NodeState.SERVING, NodeState.STARTING, NodeState.DRAINING):
             self.rule = decision
             log.info("serving rule: %s", decision.reason)
-            ctl._enqueue(self._rule_pause)
+            ctl.enqueue(self._rule_pause)
         elif not decision.serve and self.rule is not None and ctl.state is NodeState.PAUSED:
             self.rule = decision
             ctl.set_state(NodeState.PAUSED, decision.reason)  # the words may change ("until 18:00")
         elif decision.serve and self.rule is not None and ctl.state is NodeState.PAUSED:
             log.info("serving rules allow serving again")
             self.rule = None
-            ctl._enqueue("start")
+            ctl.enqueue("start")
 
     async def _rule_pause(self) -> None:
         """Like the owner's pause (drain, then unload), with the rule's words."""
         if self.rule is None or not self.owner_wants_serving:
             return
-        if self.ctl.serving is not None:
-            await self.ctl._drain_and_stop(None)
+        await self.ctl.stop_serving()
         self.ctl.set_state(NodeState.PAUSED, self.rule.reason)
 
     def _apply_threads(self) -> None:

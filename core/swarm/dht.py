@@ -237,7 +237,7 @@ async def fetch_records(dht: hivemind.DHT, model_uid: str, blocks: Iterable[int]
     """The records announced for each block; malformed records are dropped with a log line."""
     blocks = list(blocks)
     keys = {block_key(model_uid, b): b for b in blocks}
-    raw, members = await dht.run_coroutine(_partial_get_many(list(keys), with_members=True), return_future=True)
+    raw, members = await read_with_members(dht, keys)
     signed = owner_marker(dht) is not None
     result: dict[int, list[ServerRecord]] = {b: [] for b in blocks}
     for key, by_subkey in raw.items():
@@ -261,6 +261,12 @@ async def fetch_records(dht: hivemind.DHT, model_uid: str, blocks: Iterable[int]
 
             result[block].append(record)
     return result
+
+
+async def read_with_members(dht: hivemind.DHT, keys: Iterable[str]) -> tuple[dict, frozenset[str] | None]:
+    """The latest values under `keys` ({key: {subkey: value}}) and the active members in this node's list (None
+    when the DHT admits everyone), read together in the DHT process so both describe the same moment."""
+    return await dht.run_coroutine(_partial_get_many(list(keys), with_members=True), return_future=True)
 
 
 class _partial_get_many:  # a picklable callable (a closure would not pickle into the DHT process)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import types
 
 import pytest
 
@@ -21,18 +22,19 @@ EVENINGS = parse_rules({"schedule": [{"days": [0, 1, 2, 3, 4], "start": "18:00",
 
 
 class Ctl:
-    """What Upkeep uses of core.node.control.NodeController."""
+    """What Upkeep uses of core.node.control.NodeController (its public face)."""
 
     def __init__(self, rules: ServingRules, state: NodeState = NodeState.SERVING):
         self.config = NodeConfig(rules=rules)
         self.state, self.detail = state, ""
         self.serving = object() if state is NodeState.SERVING else None
         self.network = None
-        self.chat = self.swarm = None
-        self._current_op, self._ops, self._stopping = None, [], False
-        self.enqueued, self.sent, self.stopped = [], [], 0
+        self.chat = types.SimpleNamespace(client_parts=None)
+        self.swarm = types.SimpleNamespace(membership=None)
+        self.busy = False
+        self.enqueued, self.sent, self.stopped, self.joined = [], [], 0, 0
 
-    def _enqueue(self, op):
+    def enqueue(self, op):
         self.enqueued.append(op)
 
     def set_state(self, state, detail=""):
@@ -41,9 +43,13 @@ class Ctl:
     def send(self, event):
         self.sent.append(event)
 
-    async def _drain_and_stop(self, seconds):
-        self.stopped += 1
-        self.serving = None
+    async def stop_serving(self):
+        if self.serving is not None:
+            self.stopped += 1
+            self.serving = None
+
+    async def join_swarm(self):
+        self.joined += 1
 
 
 class Idle:
