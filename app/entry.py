@@ -11,6 +11,7 @@ import multiprocessing
 import sys
 
 from potluck.core.cli.main import main as cli_main
+from potluck.core.program import exit_quickly
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,5 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(argv)
 
 
+def run() -> None:
+    """The console script: the GUI exits as Qt does; a command line ends without the interpreter's teardown."""
+    code = main()
+    if len(sys.argv) > 1 and sys.argv[1] != "gui" and not sys.argv[1].startswith("-psn"):
+        exit_quickly(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

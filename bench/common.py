@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -197,8 +198,21 @@ def stop_swarm(swarm) -> None:
 
 
 def potluck(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`potluck ARGS…` as a fresh process with the servers' engine settings, its output captured."""
+    """`potluck ARGS…` as a fresh process with the servers' engine settings, its output captured; returns when the
+    process has exited, as a shell does. (Its output goes to files, not pipes: torch's shared-memory manager, which
+    hivemind starts, keeps the stderr it inherited open for about 2 s after the process is gone, and reading a pipe
+    to its end would time that too.)"""
     from potluck.core.localswarm import child_environment
 
-    return subprocess.run([sys.executable, "-m", "potluck.core", *args], capture_output=True, text=True,
-                          timeout=timeout, env=child_environment())
+    command = [sys.executable, "-m", "potluck.core", *args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=child_environment())
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(command, code, out.read(), err.read())

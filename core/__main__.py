@@ -1,7 +1,6 @@
 """`python -m potluck.core …`: the headless command line, as engine child processes (servers, the node) run it."""
 
-import sys
-
 from potluck.core.cli.main import main
+from potluck.core.program import exit_quickly
 
-sys.exit(main())
+exit_quickly(main())

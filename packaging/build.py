@@ -48,7 +48,7 @@ def missing_inputs(root: Path, flavour: str, platform: str = sys.platform) -> li
     if not (root / "packaging" / "potluck.spec").is_file():
         problems.append("packaging/potluck.spec missing: restore it from git")
     if not (root / "app" / "entry.py").is_file():
-        problems.append("app/entry.py missing: it is the program's entry point (potluck = potluck.app.entry:main)")
+        problems.append("app/entry.py missing: it is the program's entry point (potluck = potluck.app.entry:run)")
     init = root / "core" / "__init__.py"
     try:
         version = literal_assignment(init, "__version__")

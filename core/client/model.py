@@ -69,10 +69,10 @@ class DistributedModelForCausalLM(CausalLM):
         wire_dtype = parse_dtype(dtype)
         if dht is None and not initial_peers:
             raise ValueError("initial_peers is empty: give the multiaddr of at least one server of the swarm")
-        with ThreadPoolExecutor(1, thread_name_prefix="potluck-open") as pool:
-            # the model's client-side parts load while the DHT starts (on this thread: a DHT's child process dies
-            # with the thread that started it, and this one lives on)
-            opened = pool.submit(_open_client_side, model, revision)
+        with ThreadPoolExecutor(2, thread_name_prefix="potluck-open") as pool:
+            # the model's client-side parts and its tokenizer load while the DHT starts (on this thread: a DHT's
+            # child process dies with the thread that started it, and this one lives on)
+            opened = pool.submit(_open_client_side, model, revision, pool)
             owns_dht = dht is None
             if owns_dht:
                 try:
@@ -135,9 +135,10 @@ class DistributedModelForCausalLM(CausalLM):
             self.dht.shutdown()
 
 
-def _open_client_side(model: str, revision: str | None):
+def _open_client_side(model: str, revision: str | None, pool: ThreadPoolExecutor):
     spec = open_model(model, revision)
-    return spec, load_client_parts(spec, torch.float32), load_tokenizer(spec.checkpoint)
+    tokenizer = pool.submit(load_tokenizer, spec.checkpoint)  # beside the tensors (both mostly outside the GIL)
+    return spec, load_client_parts(spec, torch.float32), tokenizer.result()
 
 
 __all__ = ["DistributedModelForCausalLM", "GenerationResult", "SwarmError"]

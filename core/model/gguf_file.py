@@ -4,7 +4,7 @@
 header's pages are read. `read_span` reads one tensor's bytes, prefetching exactly its page range: the operating
 system reads the pages of the tensors asked for and not those of their neighbours (with default advice, a page
 fault reads several MiB around it). `dequantize` unpacks stored bytes to float32 with the `gguf` package, shaped
-as gguf's own GGUFReader hands them to it.
+as gguf's own GGUFReader hands them to it (the commonest block types with the same arithmetic in torch, faster).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from potluck.core.model.checkpoint import CheckpointError
 _VERSIONS = (2, 3)  # what gguf's GGUFReader reads; v1 files predate 64-bit counts
 _DEFAULT_ALIGNMENT = 32
 _STRING, _ARRAY = 8, 9
+_LENGTH = struct.Struct("<Q")
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
 
@@ -86,6 +87,22 @@ class _Cursor:
             raise CheckpointError(f"{self.path}: the GGUF header holds a string that is not UTF-8 near byte "
                                   f"{self.pos}: the file is damaged") from None
 
+    def skip_strings(self, count: int) -> None:
+        """Move past `count` strings without decoding them (a vocabulary of 50k-200k tokens and its merges: the
+        length prefixes are all that is read, in one tight loop)."""
+        buffer, pos, last = self.buffer, self.pos, self.size - 8
+        length_at = _LENGTH.unpack_from
+        for _ in range(count):
+            if pos > last:
+                break
+            pos += 8 + length_at(buffer, pos)[0]
+        else:
+            if pos <= self.size:
+                self.pos = pos
+                return
+        self.pos = self.size
+        self.skip(1)  # past the end: says the file is cut short
+
     def value(self, value_type: int):
         if value_type in _SCALARS:
             return self.take(_SCALARS[value_type])
@@ -95,6 +112,8 @@ class _Cursor:
             element_type, count = self.take("<I"), self.take("<Q")
             if element_type in _SCALARS:
                 self.skip(count * struct.calcsize(_SCALARS[element_type]))
+            elif element_type == _STRING:
+                self.skip_strings(count)
             else:
                 for _ in range(count):  # walked, not kept: a config needs none of the arrays
                     self.value(element_type)
@@ -185,6 +204,8 @@ def dequantize(raw: bytes, span: TensorSpan) -> np.ndarray:
     from gguf.quants import quant_shape_to_byte_shape
 
     qtype = GGMLQuantizationType(span.ggml_type)
+    if qtype.name in _FAST_BLOCK_BYTES and span.nbytes == len(raw) and raw:
+        return _dequantize_fast(raw, qtype.name, span.shape)
     if qtype == GGMLQuantizationType.F32:
         data = np.frombuffer(raw, dtype=np.float32).reshape(span.shape)
     elif qtype == GGMLQuantizationType.F16:
@@ -192,6 +213,31 @@ def dequantize(raw: bytes, span: TensorSpan) -> np.ndarray:
     else:
         data = np.frombuffer(raw, dtype=np.uint8).reshape(quant_shape_to_byte_shape(span.shape, qtype))
     return gguf_dequantize(data, qtype)
+
+
+_FAST_BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}  # blocks of 32 values behind a float16 scale
+
+
+def _dequantize_fast(raw: bytes, qtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The commonest GGUF block types unpacked in a few whole-tensor torch operations (gguf's numpy code works
+    row group by row group on one core: 2-4x slower). The same operations in the same order as gguf's, so the
+    values are bit for bit the same (tested against it): Q8_0 q*d; Q4_0 (q-8)*d; Q4_1 q*d+m, low nibbles first."""
+    import torch
+
+    blocks = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, _FAST_BLOCK_BYTES[qtype])
+    scale = blocks[:, :2].contiguous().view(torch.float16).float()
+    if qtype == "Q8_0":
+        out = blocks[:, 2:].view(torch.int8).float().mul_(scale)
+    else:
+        nibbles = blocks[:, -16:]
+        out = torch.empty((blocks.shape[0], 32), dtype=torch.float32)
+        out[:, :16] = nibbles & 0x0F
+        out[:, 16:] = nibbles >> 4
+        if qtype == "Q4_0":
+            out.sub_(8).mul_(scale)
+        else:
+            out.mul_(scale).add_(blocks[:, 2:4].contiguous().view(torch.float16).float())
+    return out.reshape(shape).numpy()
 
 
 _DEQUANTIZABLE: dict[int, bool] = {}

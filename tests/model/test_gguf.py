@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from potluck.core.model.checkpoint import CheckpointError, open_checkpoint
 from potluck.core.model.families import UnsupportedModelError
-from potluck.core.model.gguf_file import type_name
+from potluck.core.model.gguf_file import TensorSpan, _Cursor, _dequantize_fast, dequantize, type_name
 from potluck.core.model.loading import load_blocks, load_client_parts, open_model
 from potluck.core.model.tiny import CHAT_TEMPLATE, make_tiny_model
 from potluck.core.model.tokenizer import load_tokenizer
@@ -184,6 +184,47 @@ def test_truncated_files_give_a_clear_error(ggufs, tmp_path, keep, message):
     path = _cut(gguf_file(ggufs["llama-mixed"]), tmp_path / "cut.gguf", keep)
     with pytest.raises(CheckpointError, match=message):
         open_checkpoint(str(path))
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1"])
+@pytest.mark.parametrize("shape", [(32,), (3, 64), (7, 2, 96)])
+def test_the_fast_block_types_unpack_bit_for_bit_as_gguf_does(qtype, shape):
+    kind = gguf.GGMLQuantizationType[qtype]
+    byte_shape = gguf.quants.quant_shape_to_byte_shape(shape, kind)
+    raw = np.random.default_rng(sum(shape)).integers(0, 256, size=byte_shape, dtype=np.uint8).tobytes()  # any scale
+    fast = _dequantize_fast(raw, qtype, shape)
+    assert np.array_equal(dequantize(raw, TensorSpan("w", kind.value, shape, 0, len(raw))), fast, equal_nan=True)
+    with np.errstate(all="ignore"):  # random float16 scales include inf and NaN
+        slow = gguf.dequantize(np.frombuffer(raw, dtype=np.uint8).reshape(byte_shape), kind)
+    assert fast.dtype == np.float32 and fast.shape == slow.shape == shape
+    assert np.array_equal(fast, slow, equal_nan=True)
+
+
+def _strings(*texts: bytes) -> bytes:
+    return b"".join(len(t).to_bytes(8, "little") + t for t in texts)
+
+
+@pytest.mark.parametrize("data,count,end", [
+    (_strings(b"hello", b"", "é".encode()), 3, 5 + 8 + 8 + 2 + 8),
+    (_strings(b"a", b"b") + b"rest", 2, 18),  # stops after its strings
+    (b"", 0, 0),
+    (_strings(b"\xff\xfe"), 1, 10),  # skipped strings are not decoded (the vocabulary is not kept)
+])
+def test_a_string_array_is_skipped_to_its_end(tmp_path, data, count, end):
+    cursor = _Cursor(data, tmp_path / "x.gguf")
+    cursor.skip_strings(count)
+    assert cursor.pos == end
+
+
+@pytest.mark.parametrize("data,count", [
+    (_strings(b"hello")[:-1], 1),  # inside the last string
+    (_strings(b"hello")[:5], 1),  # inside a length
+    (_strings(b"a"), 2),  # a string missing
+    ((2**62).to_bytes(8, "little") + b"x", 1),  # a length past the end
+])
+def test_a_string_array_cut_short_says_so(tmp_path, data, count):
+    with pytest.raises(CheckpointError, match="header is cut off"):
+        _Cursor(data, tmp_path / "x.gguf").skip_strings(count)
 
 
 def test_not_a_gguf_and_unknown_versions(tmp_path):

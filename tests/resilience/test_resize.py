@@ -31,6 +31,14 @@ def test_shed_under_memory_pressure_then_grow_back(resilience_model):
         swarm.add(3, 6)  # a replica of the back half
         # like real memory, what the server sheds comes back as free memory
         elastic = swarm.loop.run(_create(swarm, 0, 6, lambda: free["bytes"] + (6 - elastic.stack.end) * PER_BLOCK, policy), timeout=60)
+        dht = swarm.dhts[0]
+
+        def announced_whole() -> bool:  # every block's record of it says 0:6 (a reader between writes sees a mix)
+            records = swarm.loop.run(swarm_dht.fetch_records(dht, swarm.spec.uid, range(6)))
+            own = [r for b in range(6) for r in records.get(b, []) if r.peer_id == elastic.peer_id]
+            return len(own) == 6 and all((r.start_block, r.end_block) == (0, 6) for r in own)
+
+        wait_for(announced_whole)  # else a quick client may route 0:3 here and 3:6 on the replica, and never fail over
         client = DistributedModelForCausalLM.from_pretrained(str(resilience_model), initial_peers=swarm.initial_peers, timeout=5)
         try:
             client.swarm.pin_latency({elastic.peer_id: 1.0})
@@ -49,7 +57,6 @@ def test_shed_under_memory_pressure_then_grow_back(resilience_model):
         assert (elastic.stack.start, elastic.stack.end) == (0, 3)
         assert [(c.kind, c.old, c.new) for c in elastic.range_changes] == [("shrink", (0, 6), (0, 3))]
 
-        dht = swarm.dhts[0]
         by_block = swarm.loop.run(swarm_dht.fetch_records(dht, swarm.spec.uid, range(6)))
         hosts = {b: {r.peer_id for r in rs} for b, rs in by_block.items()}
         assert all(elastic.peer_id in hosts[b] for b in range(3))
@@ -58,12 +65,6 @@ def test_shed_under_memory_pressure_then_grow_back(resilience_model):
         free["bytes"] = 10_000  # the game ends; after a while of free memory the blocks come back
         wait_for(lambda: elastic.range_changes[-1].kind == "grow")
         assert elastic.range_changes[-1].new == (0, 6) and (elastic.stack.start, elastic.stack.end) == (0, 6)
-
-        def announced_whole() -> bool:  # every block's record of it says 0:6 (a reader between writes sees a mix)
-            records = swarm.loop.run(swarm_dht.fetch_records(dht, swarm.spec.uid, range(6)))
-            own = [r for b in range(6) for r in records.get(b, []) if r.peer_id == elastic.peer_id]
-            return len(own) == 6 and all((r.start_block, r.end_block) == (0, 6) for r in own)
-
         wait_for(announced_whole)
         client = DistributedModelForCausalLM.from_pretrained(str(resilience_model), initial_peers=swarm.initial_peers, timeout=5)
         try:

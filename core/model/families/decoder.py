@@ -97,8 +97,9 @@ class DecoderFamily(Family):
         return ClientTensorNames((f"{root}embed_tokens.weight",), (f"{root}norm.weight",), head)
 
     def build_embedding(self, config, weight: torch.Tensor, dtype) -> nn.Module:
-        embed = nn.Embedding(config.vocab_size, config.hidden_size, device="meta")
-        embed.load_state_dict({"weight": weight.to(dtype)}, assign=True)
+        # given its weight, nn.Embedding skips its random init (on "meta" that init alone imported torch._dynamo:
+        # a second of every cold start)
+        embed = nn.Embedding(config.vocab_size, config.hidden_size, _weight=weight.to(dtype), _freeze=True)
         return embed.eval().requires_grad_(False)
 
     def logit_softcap(self, config) -> float | None:
