@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
 
 from potluck.app import theme
 from potluck.app.chat_bubble import MessageBubble
-from potluck.app.conversation_list import ConversationList
+from potluck.app.conversation_list import AskTitle, ConversationList
+from potluck.app.conversation_list import ask_title as ask_conversation_title
 from potluck.app.conversations import ConversationStore, StoredMessage
 from potluck.app.icons import IconSet
 from potluck.app.node_process import NodeProcess
@@ -61,8 +62,10 @@ class ChatWindow(QWidget):
         *,
         conversations: Callable[[], ConversationStore] = ConversationStore,
         confirm: Confirm = ask,
+        ask_title: AskTitle = ask_conversation_title,
     ) -> None:
-        """conversations() opens the store of conversations (the data folder's SQLite file by default)."""
+        """conversations() opens the store of conversations (the data folder's SQLite file by default);
+        ask_title(parent, current) asks for a conversation's new name (a dialog by default)."""
         super().__init__(parent)
         self._node = node
         self._settings = settings
@@ -81,11 +84,12 @@ class ChatWindow(QWidget):
         outer = QHBoxLayout(self)
         outer.setContentsMargins(theme.MARGIN_PX, theme.MARGIN_PX, theme.MARGIN_PX, theme.MARGIN_PX)
         outer.setSpacing(theme.SPACING_PX)
-        self.conversation_list = ConversationList()
+        self.conversation_list = ConversationList(ask=ask_title)
         self.conversation_list.setFixedWidth(220)
         self.conversation_list.new_requested.connect(self.new_chat)
         self.conversation_list.chosen.connect(self.open_conversation)
         self.conversation_list.delete_requested.connect(self.delete_conversation)
+        self.conversation_list.rename_requested.connect(self.rename_conversation)
         self.new_chat_button = self.conversation_list.new_button
         outer.addWidget(self.conversation_list)
         outer.addLayout(self._build_conversation(), 1)
@@ -237,6 +241,13 @@ class ChatWindow(QWidget):
         self.store.delete(conversation_id)
         if conversation_id == self.conversation_id:
             self.new_chat()
+        self._refresh_list()
+
+    def rename_conversation(self, conversation_id: str, text: str) -> None:
+        try:
+            self.store.rename(conversation_id, text)
+        except ValueError as exc:
+            self._notice(f"Could not rename: {exc}")
         self._refresh_list()
 
     def bubbles(self) -> list[MessageBubble]:

@@ -88,6 +88,18 @@ class ConversationStore:
         with self._db:
             self._db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?", [conversation_id, keep])
 
+    def rename(self, conversation_id: str, text: str) -> str:
+        """Name a conversation (the first line, cut like a title from a message); its place in the list stays.
+        Returns the title stored. ValueError, and nothing changes, for a blank name or an unknown conversation."""
+        if not text.strip():
+            raise ValueError("A conversation's name needs at least one letter")
+        title = title_from(text)
+        with self._db:
+            changed = self._db.execute("UPDATE conversations SET title = ? WHERE id = ?", [title, conversation_id])
+        if changed.rowcount == 0:
+            raise ValueError("That conversation is gone (deleted in another window?)")
+        return title
+
     def delete(self, conversation_id: str) -> None:
         with self._db:
             self._db.execute("DELETE FROM messages WHERE conversation = ?", [conversation_id])

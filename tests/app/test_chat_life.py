@@ -19,10 +19,11 @@ WAIT_MS = 15_000
 CODE_REPLY = "Here is how:\n\n```python\nprint('hello')\nx = 2\n```\n\nThat prints **hello**."
 
 
-def make_chat(qtbot, node, icons, ui_settings, store_path, confirm=lambda title, question: True) -> ChatWindow:
+def make_chat(qtbot, node, icons, ui_settings, store_path, confirm=lambda title, question: True,
+              ask_title=lambda parent, current: None) -> ChatWindow:
     ids = iter(f"req-{i}" for i in range(100))
     chat = ChatWindow(node, ui_settings, icons, new_request_id=lambda: next(ids),
-                      conversations=lambda: ConversationStore(store_path), confirm=confirm)
+                      conversations=lambda: ConversationStore(store_path), confirm=confirm, ask_title=ask_title)
     qtbot.addWidget(chat)
     chat.show()
     return chat
@@ -116,6 +117,59 @@ def test_deleting_a_conversation_asks_first(qtbot, serving_node, icons, ui_setti
     assert chat.conversation_list.titles() == ["Forget me"]
     chat.conversation_list.delete_button.click()  # "yes"
     assert chat.conversation_list.titles() == [] and chat.bubbles() == [] and chat.conversation_id is None
+
+
+def test_a_conversation_is_renamed_from_its_list_and_keeps_its_place(qtbot, serving_node, icons, ui_settings,
+                                                                     tmp_path):
+    store = ConversationStore(tmp_path / "c.sqlite3", clock=iter(range(1000, 2000)).__next__)
+    for text in ("older question", "newer question"):
+        store.append(store.create(), StoredMessage("user", text))
+    answers = ["  Trip plans\n", None, "   ", "newer question", "x" * 200]  # typed, cancelled, blank, unchanged, long
+    asked = []
+
+    def ask_title(parent, current):
+        asked.append(current)
+        return answers.pop(0)
+
+    chat = make_chat(qtbot, serving_node(), icons, ui_settings, tmp_path / "c.sqlite3", ask_title=ask_title)
+    listing = chat.conversation_list
+    assert not listing.rename_button.isEnabled()  # nothing chosen yet
+    listing.list.setCurrentRow(1)
+    listing.rename_button.click()
+    assert listing.titles() == ["newer question", "Trip plans"]  # renaming does not move it to the top
+    for _ in range(3):  # cancelled, blank, the same name: nothing changes
+        listing.list.itemDoubleClicked.emit(listing.list.item(0))
+    assert asked == ["older question", "newer question", "newer question", "newer question"]
+    listing.list.setCurrentRow(0)
+    listing.rename_button.click()
+    assert listing.titles()[0] == "x" * 48 + "…"
+    again = ConversationStore(tmp_path / "c.sqlite3")
+    assert [c.title for c in again.conversations()] == ["x" * 48 + "…", "Trip plans"]  # kept across restarts
+    assert not chat.notice_label.isVisible()
+
+
+@pytest.mark.parametrize("text, problem", [("", "at least one letter"), (" \n\t", "at least one letter")])
+def test_a_blank_name_is_refused_and_the_title_stays(tmp_path, text, problem):
+    store = ConversationStore(tmp_path / "c.sqlite3")
+    kept = store.create()
+    store.append(kept, StoredMessage("user", "What is a potluck?"))
+    with pytest.raises(ValueError, match=problem):
+        store.rename(kept, text)
+    assert [c.title for c in store.conversations()] == ["What is a potluck?"]
+
+
+def test_renaming_a_conversation_that_is_gone_says_so(qtbot, serving_node, icons, ui_settings, tmp_path):
+    store = ConversationStore(tmp_path / "c.sqlite3")
+    store.append(store.create(), StoredMessage("user", "Soon gone"))
+    with pytest.raises(ValueError, match="gone"):
+        store.rename("no-such-id", "Name")
+    chat = make_chat(qtbot, serving_node(), icons, ui_settings, tmp_path / "c.sqlite3",
+                     ask_title=lambda parent, current: "Another name")
+    store.delete(store.conversations()[0].conversation_id)  # another window deleted it meanwhile
+    chat.conversation_list.list.setCurrentRow(0)
+    chat.conversation_list.rename_button.click()
+    assert chat.notice_label.isVisible() and "gone" in chat.notice_label.text()
+    assert chat.conversation_list.titles() == []
 
 
 @pytest.mark.parametrize("how", ["close the window", "new chat", "open another conversation"])
