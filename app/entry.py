@@ -14,10 +14,15 @@ from potluck.core.cli.main import main as cli_main
 from potluck.core.program import exit_quickly
 
 
+def opens_gui(argv: list[str]) -> bool:
+    """Whether these arguments open the desktop app (none, `gui`, or macOS Finder's -psn_*) rather than a command."""
+    return not argv or argv[0] == "gui" or argv[0].startswith("-psn")
+
+
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()  # a frozen build re-enters here for multiprocessing children
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] == "gui" or argv[0].startswith("-psn"):  # -psn_*: macOS Finder launch
+    if opens_gui(argv):
         from potluck.app.main import run_gui
 
         return run_gui(argv[1:] if argv and argv[0] == "gui" else [])
@@ -27,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The console script: the GUI exits as Qt does; a command line ends without the interpreter's teardown."""
     code = main()
-    if len(sys.argv) > 1 and sys.argv[1] != "gui" and not sys.argv[1].startswith("-psn"):
+    if not opens_gui(sys.argv[1:]):
         exit_quickly(code)
     sys.exit(code)
 

@@ -206,13 +206,7 @@ def potluck(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
     command = [sys.executable, "-m", "potluck.core", *args]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=child_environment())
-        try:
-            code = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+        done = subprocess.run(command, stdout=out, stderr=err, text=True, timeout=timeout, env=child_environment())
         out.seek(0)
         err.seek(0)
-        return subprocess.CompletedProcess(command, code, out.read(), err.read())
+        return subprocess.CompletedProcess(command, done.returncode, out.read(), err.read())
